@@ -1,0 +1,30 @@
+# ganlab: the two commands a new user runs are `make demo` and `make test`.
+# Each creates .venv when missing, installs the pinned packages and prepares Fashion-MNIST.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= sqlite:///mlruns/mlflow.db
+
+.PHONY: demo test data ui clean-venv
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	touch $@
+
+data: $(BIN)/.installed
+	$(BIN)/python -m ganlab.data
+
+demo: data
+	$(BIN)/python experiments/train.py --arch mlp
+
+test: data
+	$(BIN)/python -m pytest -q
+
+ui: $(BIN)/.installed
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""Command lines derived from config dataclasses, and the one place scripts turn errors into exit codes.
+
+Each config field becomes a kebab-case flag whose default and help come from the dataclass, so the
+documented defaults live in exactly one place.
+"""
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Callable
+
+from ganlab.errors import GanlabError
+
+EXIT_USAGE = 2  # bad input: one line on stderr
+
+
+def option(default, help: str, **argparse_options):  # noqa: A002 - mirrors argparse's own keyword
+    """A dataclass field that carries its command-line help (and optional argparse extras such as choices)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field; defaults are SUPPRESSed so `explicit_fields` can tell what the user typed."""
+    hints = typing.get_type_hints(config_class)
+    for config_field in dataclasses.fields(config_class):
+        value_type = _base_type(hints[config_field.name])
+        extras = {key: value for key, value in config_field.metadata.items() if key != "help"}
+        help_text = f"{config_field.metadata.get('help', '')} (default: {config_field.default})"
+        flag = "--" + config_field.name.replace("_", "-")
+        if value_type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text, **extras)
+        else:
+            parser.add_argument(flag, type=value_type, default=argparse.SUPPRESS, help=help_text,
+                                metavar=config_field.name.upper(), **extras)
+
+
+def explicit_fields(namespace: argparse.Namespace, config_class: type) -> dict:
+    """The config fields the user gave on the command line."""
+    names = {config_field.name for config_field in dataclasses.fields(config_class)}
+    return {name: value for name, value in vars(namespace).items() if name in names}
+
+
+def run_script(main: Callable[[], int | None]) -> None:
+    """Run a script's main: GanlabError → `error: …` on stderr and exit 2; Ctrl-C → exit 130."""
+    try:
+        exit_code = main()
+    except GanlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(exit_code or 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with ganlab's exit convention: a usage error is one line and exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _base_type(hint) -> type:
+    """int for `int`, `int | None` and `Optional[int]`."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [member for member in typing.get_args(hint) if member is not type(None)]
+    return hint

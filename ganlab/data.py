@@ -1,0 +1,145 @@
+"""Find, verify and load Fashion-MNIST.
+
+The files live in torchvision's layout, `<root>/FashionMNIST/raw/`, uncompressed, and are read through
+torchvision's `FashionMNIST` class. Sources, in order: raw files already there; `.gz` files a user put
+in that folder; Debian's `dataset-fashion-mnist` package; torchvision's download.
+
+Every file is checked against the published MD5 of the *uncompressed* data, not of the `.gz`:
+Debian recompressed the `.gz` files (new gzip header: no file name, new time stamp), so their MD5s
+differ from the list in `FashionMNIST.resources` while the content is byte-identical.
+"""
+
+import argparse
+import gzip
+import hashlib
+import os
+import sys
+import urllib.error
+import zlib
+from pathlib import Path
+
+import torch
+from torchvision.datasets import FashionMNIST
+
+from ganlab.errors import GanlabError
+
+SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+RAW_MD5 = {  # the published MD5s of the uncompressed files
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
+
+
+def resolve_data_dir(cli_value: str | Path | None) -> Path:
+    """--data-dir, else $GANLAB_DATA_DIR, else ./data."""
+    return Path(cli_value or os.environ.get("GANLAB_DATA_DIR") or "data")
+
+
+def raw_dir(root: Path) -> Path:
+    """Where torchvision's FashionMNIST reads the uncompressed files."""
+    return Path(root) / "FashionMNIST" / "raw"
+
+
+def prepare_fashion_mnist(root: Path, *, system_dir: Path = SYSTEM_DATA_DIR, allow_download: bool = True,
+                          raw_md5: dict[str, str] = RAW_MD5) -> dict[str, str]:
+    """Make `<root>/FashionMNIST/raw/` hold the four verified uncompressed files; return {file name: md5}."""
+    target_dir = raw_dir(root)
+    missing = []
+    for name, expected_md5 in raw_md5.items():
+        path = target_dir / name
+        if not path.exists():
+            missing.append(name)
+        elif _md5_of_file(path) != expected_md5:
+            raise GanlabError(f"{path} is corrupt (MD5 differs from the published {expected_md5}); delete it and "
+                              f"run again to re-import it")
+    if not missing:
+        return dict(raw_md5)
+
+    for source_dir in (target_dir, Path(system_dir)):
+        if all((source_dir / f"{name}.gz").exists() for name in missing):
+            for name in missing:
+                _extract_verified(source_dir / f"{name}.gz", target_dir / name, raw_md5[name])
+            return dict(raw_md5)
+
+    if not allow_download:
+        raise GanlabError(f"Fashion-MNIST is not in {target_dir} (missing {', '.join(missing)}); {_FIXES}")
+    try:
+        for train in (True, False):
+            FashionMNIST(str(root), train=train, download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise GanlabError(f"Fashion-MNIST is not in {target_dir} and torchvision could not download it "
+                          f"({_first_line(error)}); {_FIXES}") from error
+    return prepare_fashion_mnist(root, system_dir=system_dir, allow_download=False, raw_md5=raw_md5)
+
+
+def load_images(root: Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [N, 1, 28, 28] and int64 labels [N] of one split, through torchvision's FashionMNIST."""
+    try:
+        dataset = FashionMNIST(str(root), train=train, download=False)
+    except RuntimeError as error:
+        raise GanlabError(f"Fashion-MNIST is not in {raw_dir(root)}; {_FIXES}") from error
+    return dataset.data.unsqueeze(1).contiguous(), dataset.targets.long()
+
+
+def to_training_tensor(images_uint8: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Move the uint8 images to the device first (4× less to copy), then scale there to float32 in [-1, 1]."""
+    return images_uint8.to(device).float().div_(127.5).sub_(1.0)
+
+
+_FIXES = ("fix it by `apt-get install dataset-fashion-mnist`, by letting torchvision download it (needs "
+          "internet), or by putting the four .gz files in <data dir>/FashionMNIST/raw/ (--data-dir or "
+          "$GANLAB_DATA_DIR choose the data dir)")
+
+
+def _extract_verified(gz_path: Path, raw_path: Path, expected_md5: str) -> None:
+    """Decompress into a temporary file beside the target, check the MD5, then rename into place."""
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary_path = raw_path.with_name(raw_path.name + ".partial")
+    try:
+        try:
+            with gzip.open(gz_path, "rb") as source, open(temporary_path, "wb") as target:
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+        except (OSError, EOFError, zlib.error) as error:
+            raise GanlabError(f"{gz_path} is corrupt ({_first_line(error)}); {_FIXES}") from error
+        content_md5 = _md5_of_file(temporary_path)
+        if content_md5 != expected_md5:
+            raise GanlabError(f"{gz_path} is corrupt: its content's MD5 is {content_md5}, the published one is "
+                              f"{expected_md5}; {_FIXES}")
+        os.replace(temporary_path, raw_path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
+
+
+def _md5_of_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def main() -> int:
+    """`python -m ganlab.data`: prepare the data alone and say where it is."""
+    parser = argparse.ArgumentParser(description="Prepare Fashion-MNIST for ganlab.")
+    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    root = resolve_data_dir(parser.parse_args().data_dir)
+    try:
+        prepare_fashion_mnist(root)
+    except GanlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Fashion-MNIST ready and verified in {raw_dir(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Everything MLflow: the store, experiments, one run's logging off the training thread, and reading runs back.
+
+Training never waits on MLflow: `RunLogger` hands every write to one background thread, in order.
+Per-step values arrive as device tensors and are turned into numbers on that thread, so the training
+loop has no `.item()` and no host sync per step.
+"""
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from safetensors.torch import load_file
+from torch import nn
+
+from ganlab import checkpoint
+from ganlab.errors import GanlabError
+from ganlab.models import build_generator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
+STEP_METRIC_NAMES = ("loss_g", "loss_d", "d_real", "d_fake")  # columns of the per-step value rows
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves the MLflow UI
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+
+for _noisy_logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_noisy_logger).setLevel(logging.WARNING)
+
+
+def resolve_tracking_uri(cli_value: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the local SQLite store under mlruns/."""
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def connect(tracking_uri: str) -> MlflowClient:
+    """A client for a store that answers, or one clear error: no retries that hang for minutes."""
+    scheme = urlparse(tracking_uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5):
+                pass
+        except (urllib.error.URLError, OSError) as error:
+            raise GanlabError(f"tracking server {tracking_uri} is unreachable ({error}); start it or pass "
+                              "another --tracking-uri") from error
+    elif scheme == "sqlite":
+        database_path = _sqlite_path(tracking_uri)
+        try:
+            database_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise GanlabError(f"cannot create the tracking store folder {database_path.parent}: {error}") from error
+    client = MlflowClient(tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:  # MLflow wraps store failures in several types (MlflowException, SQLAlchemy, OSError)
+        raise GanlabError(f"tracking store {tracking_uri} is not usable: {_first_line(error)}") from error
+    return client
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id; new experiments open in the UI's model-training view."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise GanlabError(f"experiment {name!r} is deleted; restore it in the MLflow UI or pick another --experiment")
+        return experiment.experiment_id
+    artifact_location = None
+    if urlparse(client.tracking_uri).scheme == "sqlite":
+        # Keep artifacts beside the database (mlruns/artifacts by default), so one folder holds the store.
+        artifact_location = str(_sqlite_path(client.tracking_uri).parent.resolve() / "artifacts")
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
+
+
+def git_commit() -> str | None:
+    """The commit of the ganlab checkout, when it is one."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    """The run in the MLflow UI's model-training view (MLflow 3 opens the GenAI view otherwise)."""
+    return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
+    """The run's artifact folder when it is on this machine's file system, else None."""
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
+
+
+def get_run(client: MlflowClient, run_id: str):
+    """The run, or a clear error for an id the store does not know."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        raise GanlabError(f"no run {run_id!r} in {client.tracking_uri}") from error
+
+
+def last_logged_step(client: MlflowClient, run_id: str, metric_name: str) -> int:
+    """The highest step logged for a metric (0 when none): what a resumed run must not log again."""
+    history = client.get_metric_history(run_id, metric_name)
+    return max((metric.step for metric in history), default=0)
+
+
+def load_generator(run_id: str, tracking_uri: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a run's generator from `model/config.json` + `model/generator.safetensors`, in eval mode."""
+    client = connect(resolve_tracking_uri(tracking_uri))
+    get_run(client, run_id)
+    with tempfile.TemporaryDirectory() as download_dir:
+        try:
+            model_dir = Path(client.download_artifacts(run_id, "model", download_dir))
+            config = json.loads((model_dir / "config.json").read_text())
+            weights = load_file(str(model_dir / "generator.safetensors"), device="cpu")
+        except (MlflowException, OSError, json.JSONDecodeError) as error:
+            raise GanlabError(f"run {run_id} has no readable generator (model/config.json and "
+                              f"model/generator.safetensors); if it was interrupted, finish it with "
+                              f"`python experiments/train.py --resume {run_id}`") from error
+    generator = build_generator(config["arch"], config["latent_dim"])
+    generator.load_state_dict(weights)
+    return generator.to(device).eval()
+
+
+class RunLogger:
+    """Writes one MLflow run from a background thread, in submission order.
+
+    The first failure stops further writes and is raised, as a GanlabError, by the next call from the
+    training thread, so a store that goes away ends training with one clear line.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, skip_steps_through: int = 0,
+                 skip_epochs_through: int = 0):
+        self.client = client
+        self.run_id = run_id
+        self.skip_steps_through = skip_steps_through  # steps already in the store (a resumed run replays them)
+        self.skip_epochs_through = skip_epochs_through
+        self.latest_step_values: dict[str, float] = {}  # for the progress bar; written by the worker
+        self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
+        self._worker.start()
+
+    # Submitting work (training thread).
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Queue one write; raise the first failure of an earlier one."""
+        self._raise_pending_error()
+        self._tasks.put(task)
+
+    def log_step_values(self, first_step: int, step_values: torch.Tensor) -> None:
+        """Rows of (loss_g, loss_d, d_real, d_fake) for consecutive steps; the tensor may live on the GPU."""
+        self.submit(lambda: self._write_step_values(first_step, step_values))
+
+    def log_epoch(self, epoch: int, metrics: dict[str, torch.Tensor | float], sample_grid: np.ndarray) -> None:
+        """An epoch's sample grid (artifact and step-slider image), then its metrics, unless already logged."""
+        if epoch <= self.skip_epochs_through:
+            return
+        self.submit(lambda: self.client.log_image(self.run_id, sample_grid,
+                                                  artifact_file=f"samples/epoch_{epoch:03d}.png"))
+        self.submit(lambda: self.client.log_image(self.run_id, sample_grid, key="samples", step=epoch))
+        # The metrics go last: their presence in the store tells a resumed run the whole epoch was logged.
+        self.submit(lambda: self.client.log_batch(self.run_id, metrics=[
+            Metric(name, float(value), _now_ms(), epoch) for name, value in metrics.items()]))
+
+    def log_params(self, params: dict[str, object]) -> None:
+        self.submit(lambda: self.client.log_batch(self.run_id, params=[
+            _param(name, value) for name, value in params.items()]))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.submit(lambda: self.client.log_text(self.run_id, text, artifact_file))
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.submit(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+
+    def log_artifact(self, local_path: Path, artifact_path: str) -> None:
+        self.submit(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path))
+
+    def wait(self) -> None:
+        """Block until every queued write is in the store."""
+        self._tasks.join()
+        self._raise_pending_error()
+
+    def close(self, status: str) -> None:
+        """Finish the queued writes, then mark the run FINISHED, KILLED or FAILED."""
+        try:
+            self.wait()
+        finally:
+            self._tasks.put(None)
+            self._worker.join(timeout=60)
+            self.client.set_terminated(self.run_id, status=status)
+
+    # The worker thread.
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                if task is None:
+                    return
+                if self._error is None:
+                    task()
+            except BaseException as error:  # noqa: BLE001 - handed to the training thread, not swallowed
+                self._error = error
+            finally:
+                self._tasks.task_done()
+
+    def _write_step_values(self, first_step: int, step_values: torch.Tensor) -> None:
+        rows = step_values.cpu().tolist()  # waits for the device here, on this thread only
+        timestamp = _now_ms()
+        metrics = [Metric(name, value, timestamp, first_step + offset)
+                   for offset, row in enumerate(rows) if first_step + offset > self.skip_steps_through
+                   for name, value in zip(STEP_METRIC_NAMES, row)]
+        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+        if rows:
+            self.latest_step_values = dict(zip(STEP_METRIC_NAMES, rows[-1]))
+
+    def _raise_pending_error(self) -> None:
+        if self._error is not None:
+            raise GanlabError(f"writing to the tracking store failed: {_first_line(self._error)}") from self._error
+
+
+def publish_checkpoint(run_logger: RunLogger, checkpoint_dir: Path, artifact_dir: Path | None) -> None:
+    """Make a checkpoint written to a staging folder visible in a remote artifact store (slot, then manifest)."""
+    if artifact_dir is not None:
+        return  # written in place already
+    for path in checkpoint.checkpoint_files(checkpoint_dir):
+        run_logger.log_artifact(path, "checkpoint")
+
+
+def fetch_checkpoint_dir(client: MlflowClient, run_id: str, download_root: Path) -> Path:
+    """A local folder holding the run's checkpoint: its own artifact folder, or a fresh download."""
+    artifact_dir = local_artifact_dir(client, run_id)
+    if artifact_dir is not None:
+        return artifact_dir / "checkpoint"
+    try:
+        return Path(client.download_artifacts(run_id, "checkpoint", str(download_root)))
+    except MlflowException as error:
+        raise GanlabError(f"run {run_id} has no checkpoint to resume from") from error
+
+
+def is_unfinished(status: str) -> bool:
+    """Whether a run can be resumed: everything but FINISHED."""
+    return status != RunStatus.to_string(RunStatus.FINISHED)
+
+
+def _param(name: str, value: object) -> Param:
+    return Param(name, "None" if value is None else str(value))
+
+
+def _sqlite_path(tracking_uri: str) -> Path:
+    return Path(tracking_uri[len("sqlite:///"):])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

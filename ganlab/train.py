@@ -1,0 +1,382 @@
+"""TrainConfig and train(config): the GAN training loop, readable top to bottom.
+
+The loop is the reports' (PyTorch-GAN's): per batch one generator step with the non-saturating BCE
+loss, then one discriminator step on real and on the same fakes, detached. What ganlab adds is around
+it: the data lives on the device, every step is tracked in MLflow without host syncs, every epoch is
+checkpointed atomically, and an interrupted run resumes to the same weights.
+"""
+
+import dataclasses
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+import ganlab
+from ganlab import checkpoint, data, tracking
+from ganlab.cli import option
+from ganlab.errors import GanlabError
+from ganlab.models import ARCHITECTURES, IMAGE_SHAPE, build_models, count_parameters, model_summary
+from ganlab.plots import image_grid, training_curves
+
+SAMPLE_GRID_SIZE = 64  # the fixed latent batch drawn every epoch, 8 per row
+FLUSH_EVERY_STEPS = 100  # per-step metrics go to the tracking thread in blocks of this many steps
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; logged whole as the run's params."""
+
+    arch: str = option("mlp", "architecture", choices=list(ARCHITECTURES))
+    epochs: int = option(20, "passes over the training images")
+    batch_size: int = option(64, "images per step")
+    lr_g: float = option(2e-4, "generator Adam learning rate")
+    lr_d: float = option(2e-4, "discriminator Adam learning rate")
+    beta1: float = option(0.5, "Adam beta1, both networks")
+    beta2: float = option(0.999, "Adam beta2, both networks")
+    latent_dim: int = option(100, "length of the latent vector z")
+    seed: int = option(0, "seeds weights, batch order, latents and the sample grid")
+    device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    max_steps: int | None = option(None, "stop after this many steps in all (smoke runs)")
+    train_images: int | None = option(None, "train on the first N of the 60000 images only (smoke runs)")
+    data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    experiment: str = option("fashion-mnist-gan", "MLflow experiment name")
+    run_name: str | None = option(None, "MLflow run name (default: ARCH-sSEED)")
+    tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+
+    def validate(self) -> None:
+        """Reject settings that cannot train, with a message that names the flag."""
+        if self.arch not in ARCHITECTURES:
+            raise GanlabError(f"unknown --arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+        for name in ("epochs", "batch_size", "latent_dim", "max_steps", "train_images"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise GanlabError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+# Settings that may differ when a run is resumed: they say where, not what, it trains.
+RESUMABLE_OVERRIDES = ("device", "data_dir", "tracking_uri")
+
+
+@dataclass
+class TrainResult:
+    """What the summary line reports."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    final_step_values: dict[str, float]
+    wall_seconds: float
+    artifact_uri: str
+    run_url: str
+
+
+def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
+    """The TrainConfig a run was started with, for --resume; refuses runs that cannot be resumed."""
+    run = tracking.get_run(client, run_id)
+    if run.data.tags.get("ganlab.kind") != "train":
+        raise GanlabError(f"run {run_id} is not a ganlab training run")
+    if not tracking.is_unfinished(run.info.status):
+        raise GanlabError(f"run {run_id} already finished; start a new run instead of --resume")
+    with tempfile.TemporaryDirectory() as download_dir:
+        try:
+            saved = json.loads(Path(client.download_artifacts(run_id, "config/train_config.json", download_dir)).read_text())
+        except (MlflowException, OSError, json.JSONDecodeError) as error:
+            raise GanlabError(f"run {run_id} has no readable config/train_config.json to resume from") from error
+    return TrainConfig(**saved)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C / SIGTERM once the checkpoint is written and the run marked KILLED."""
+
+    def __init__(self, signal_number: int, run_id: str):
+        super().__init__(f"interrupted by signal {signal_number}; resume with --resume {run_id}")
+        self.signal_number = signal_number
+        self.run_id = run_id
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` → the best available device; anything else must exist here."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise GanlabError(f"unknown --device {requested!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanlabError(f"--device {requested} asked for, but this machine has no usable CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GanlabError(f"--device {requested} asked for, but MPS is not available here")
+    return device
+
+
+def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.optim.Optimizer,
+             optimizer_d: torch.optim.Optimizer, real_images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """One G update then one D update; returns (loss_g, loss_d, mean D(x), mean D(G(z))) as one device tensor."""
+    real_labels = torch.ones(real_images.size(0), 1, device=real_images.device)
+    fake_labels = torch.zeros(real_images.size(0), 1, device=real_images.device)
+
+    # Generator: make D call the fakes real (the non-saturating loss of Goodfellow et al.).
+    optimizer_g.zero_grad(set_to_none=True)
+    fake_images = generator(latents)
+    loss_g = nn.functional.binary_cross_entropy(discriminator(fake_images), real_labels)
+    loss_g.backward()
+    optimizer_g.step()
+
+    # Discriminator: real → 1, the same fakes (detached) → 0, averaged as in the reports.
+    optimizer_d.zero_grad(set_to_none=True)
+    d_on_real = discriminator(real_images)
+    d_on_fake = discriminator(fake_images.detach())
+    loss_d = (nn.functional.binary_cross_entropy(d_on_real, real_labels)
+              + nn.functional.binary_cross_entropy(d_on_fake, fake_labels)) / 2
+    loss_d.backward()
+    optimizer_d.step()
+    return torch.stack([loss_g.detach(), loss_d.detach(), d_on_real.detach().mean(), d_on_fake.detach().mean()])
+
+
+def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: bool = True) -> TrainResult:
+    """Train one GAN as one MLflow run (new, or `resume_run_id` continued) and return the summary."""
+    wall_start = time.perf_counter()
+    config.validate()
+    device = resolve_device(config.device)
+
+    # Connect to the tracking store first: a bad URI should fail before minutes of data loading.
+    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+
+    # Load the training set onto the device once, scaled to [-1, 1] there.
+    data_dir = data.resolve_data_dir(config.data_dir)
+    dataset_md5 = data.prepare_fashion_mnist(data_dir)
+    train_images_uint8, _ = data.load_images(data_dir, train=True)
+    if config.train_images is not None:
+        train_images_uint8 = train_images_uint8[: config.train_images]
+    all_real_images = data.to_training_tensor(train_images_uint8, device)
+    steps_per_epoch = len(all_real_images) // config.batch_size  # the last partial batch is dropped
+    if steps_per_epoch == 0:
+        raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(all_real_images)} training images")
+    total_steps = min(steps_per_epoch * config.epochs, config.max_steps or sys.maxsize)
+
+    # Construct networks, optimizers and the random streams, all from the seed.
+    torch.manual_seed(config.seed)
+    generator, discriminator = build_models(config.arch, config.latent_dim)
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
+    order_rng = torch.Generator().manual_seed(config.seed)  # batch order, on the CPU
+    latent_rng = torch.Generator(device).manual_seed(config.seed + 1)  # training latents, on the device
+    fixed_latents = torch.randn(SAMPLE_GRID_SIZE, config.latent_dim,
+                                generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
+
+    # Open the MLflow run: a new one, or the resumed one with its checkpoint restored.
+    experiment_id = tracking.get_or_create_experiment(client, config.experiment)
+    if resume_run_id is None:
+        run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
+                                tags=_run_tags(config))
+        run_logger = tracking.RunLogger(client, run.info.run_id)
+        run_logger.log_params({
+            **dataclasses.asdict(config),
+            "device_resolved": str(device),
+            "steps_per_epoch": steps_per_epoch,
+            "generator_parameters": count_parameters(generator),
+            "discriminator_parameters": count_parameters(discriminator),
+            "torch_version": torch.__version__,
+            "ganlab_version": ganlab.__version__,
+            **{f"dataset_md5.{name}": md5 for name, md5 in dataset_md5.items()},
+        })
+        run_logger.log_text(json.dumps(dataclasses.asdict(config), indent=2), "config/train_config.json")
+        run_logger.log_text(model_summary(generator, discriminator), "model/summary.txt")
+        resumed_state = None
+    else:
+        run = tracking.get_run(client, resume_run_id)
+        run_logger = tracking.RunLogger(
+            client, resume_run_id,
+            skip_steps_through=tracking.last_logged_step(client, resume_run_id, "loss_g"),
+            skip_epochs_through=tracking.last_logged_step(client, resume_run_id, "epoch_loss_g"))
+        with tempfile.TemporaryDirectory() as download_root:
+            resumed_state = checkpoint.load_checkpoint(
+                tracking.fetch_checkpoint_dir(client, resume_run_id, Path(download_root)))
+        client.update_run(resume_run_id, status="RUNNING")
+    run_id = run.info.run_id
+    artifact_dir = tracking.local_artifact_dir(client, run_id)
+    checkpoint_dir = artifact_dir / "checkpoint" if artifact_dir else Path(tempfile.mkdtemp(prefix="ganlab-ckpt-"))
+
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    step_values = torch.zeros(steps_per_epoch, len(tracking.STEP_METRIC_NAMES), device=device)
+    epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
+    epoch_seconds_before = 0.0
+    if resumed_state is not None:
+        epoch, step_in_epoch, global_step = resumed_state.epoch, resumed_state.step_in_epoch, resumed_state.global_step
+        tensors = resumed_state.tensors
+        generator.load_state_dict(checkpoint.unprefixed("generator", tensors))
+        discriminator.load_state_dict(checkpoint.unprefixed("discriminator", tensors))
+        optimizer_g.load_state_dict(checkpoint.optimizer_from_tensors(
+            "optimizer_g", tensors, resumed_state.info["optimizer_g_param_groups"]))
+        optimizer_d.load_state_dict(checkpoint.optimizer_from_tensors(
+            "optimizer_d", tensors, resumed_state.info["optimizer_d_param_groups"]))
+        order_rng.set_state(tensors["rng.order"])
+        latent_rng.set_state(tensors["rng.latent"])
+        epoch_order = tensors["epoch_order"]
+        step_values.copy_(tensors["epoch_step_values"])
+        epoch_seconds_before = resumed_state.info["epoch_seconds_before"]
+
+    def save_training_state() -> None:
+        """Checkpoint after everything logged so far is in the store (so a resume never misses a step)."""
+        run_logger.wait()
+        optimizer_g_tensors, optimizer_g_groups = checkpoint.optimizer_to_tensors("optimizer_g", optimizer_g)
+        optimizer_d_tensors, optimizer_d_groups = checkpoint.optimizer_to_tensors("optimizer_d", optimizer_d)
+        checkpoint.save_checkpoint(checkpoint_dir, checkpoint.TrainingState(
+            epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step,
+            tensors={
+                **checkpoint.prefixed("generator", generator.state_dict()),
+                **checkpoint.prefixed("discriminator", discriminator.state_dict()),
+                **optimizer_g_tensors, **optimizer_d_tensors,
+                "rng.order": order_rng.get_state(), "rng.latent": latent_rng.get_state(),
+                "epoch_order": epoch_order, "epoch_step_values": step_values,
+            },
+            info={"optimizer_g_param_groups": optimizer_g_groups, "optimizer_d_param_groups": optimizer_d_groups,
+                  "epoch_seconds_before": epoch_seconds_before},
+        ))
+        tracking.publish_checkpoint(run_logger, checkpoint_dir, artifact_dir)
+        run_logger.wait()
+
+    # Ctrl-C (and SIGTERM) ask the loop to stop after the current step; a second one stops at once.
+    stop_signal: list[int] = []
+
+    def request_stop(signal_number, frame):
+        if stop_signal:
+            raise KeyboardInterrupt
+        stop_signal.append(signal_number)
+
+    previous_handlers = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    progress = tqdm(total=total_steps, initial=global_step, unit="step", disable=not show_progress,
+                    dynamic_ncols=True, file=sys.stderr)
+    try:
+        # The loop: epochs of shuffled batches from the device-resident images.
+        while global_step < total_steps and epoch < config.epochs:
+            progress.set_description(f"{config.arch} epoch {epoch + 1}/{config.epochs}")
+            epoch_start = time.perf_counter()
+            first_unflushed = step_in_epoch
+            while step_in_epoch < steps_per_epoch and global_step < total_steps and not stop_signal:
+                batch_indices = epoch_order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
+                real_images = all_real_images[batch_indices.to(device)]
+                latents = torch.randn(config.batch_size, config.latent_dim, device=device, generator=latent_rng)
+                step_values[step_in_epoch] = gan_step(generator, discriminator, optimizer_g, optimizer_d,
+                                                      real_images, latents)
+                step_in_epoch += 1
+                global_step += 1
+                progress.update()
+                if step_in_epoch - first_unflushed == FLUSH_EVERY_STEPS:
+                    run_logger.log_step_values(global_step - FLUSH_EVERY_STEPS + 1,
+                                               step_values[first_unflushed:step_in_epoch].clone())
+                    first_unflushed = step_in_epoch
+                    progress.set_postfix({name: f"{value:.3f}" for name, value in run_logger.latest_step_values.items()})
+            if step_in_epoch > first_unflushed:
+                run_logger.log_step_values(global_step - (step_in_epoch - first_unflushed) + 1,
+                                           step_values[first_unflushed:step_in_epoch].clone())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per epoch, for an honest epoch time
+            epoch_seconds_before += time.perf_counter() - epoch_start
+
+            if stop_signal:
+                save_training_state()
+                run_logger.close("KILLED")
+                raise TrainingInterrupted(stop_signal[0], run_id)
+
+            # End of epoch: the fixed-latent sample grid and the epoch means, then a checkpoint.
+            generator.eval()
+            with torch.no_grad():
+                sample_grid = image_grid(generator(fixed_latents))
+            generator.train()
+            epoch_means = step_values[:step_in_epoch].mean(dim=0)
+            run_logger.log_epoch(epoch + 1, {
+                **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
+                "epoch_seconds": epoch_seconds_before,
+                "images_per_second": step_in_epoch * config.batch_size / max(epoch_seconds_before, 1e-9),
+            }, sample_grid)
+            epoch, step_in_epoch, epoch_seconds_before = epoch + 1, 0, 0.0
+            epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
+            save_training_state()
+
+        # After training: final weights, the config to rebuild G, and the curves from the store.
+        progress.close()
+        _log_final_model(run_logger, config, generator, discriminator, run_id, epoch, global_step)
+        run_logger.wait()
+        _log_curves(run_logger, client, run_id, steps_per_epoch)
+        run_logger.close("FINISHED")
+    except TrainingInterrupted:
+        raise
+    except BaseException:
+        progress.close()
+        run_logger.close("FAILED")
+        raise
+    finally:
+        progress.close()
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
+
+    final_metrics = client.get_run(run_id).data.metrics
+    return TrainResult(
+        run_id=run_id, experiment_id=experiment_id, status="FINISHED",
+        final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
+        wall_seconds=time.perf_counter() - wall_start, artifact_uri=run.info.artifact_uri,
+        run_url=tracking.run_url(experiment_id, run_id))
+
+
+def _run_tags(config: TrainConfig) -> dict[str, str]:
+    tags = {"ganlab.kind": "train", "ganlab.arch": config.arch, "mlflow.source.name": "experiments/train.py"}
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _log_final_model(run_logger: tracking.RunLogger, config: TrainConfig, generator: nn.Module,
+                     discriminator: nn.Module, run_id: str, epochs_trained: int, global_step: int) -> None:
+    """model/: both networks as safetensors and the JSON that `tracking.load_generator` rebuilds G from."""
+    model_config = {
+        "format": "ganlab-generator-v1", "arch": config.arch, "latent_dim": config.latent_dim,
+        "image_shape": list(IMAGE_SHAPE), "pixel_range": [-1, 1], "run_id": run_id,
+        "epochs_trained": epochs_trained, "global_step": global_step,
+        "ganlab_version": ganlab.__version__, "torch_version": torch.__version__,
+    }
+    staging_dir = Path(tempfile.mkdtemp(prefix="ganlab-model-"))
+    for name, module in (("generator", generator), ("discriminator", discriminator)):
+        save_file({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()},
+                  str(staging_dir / f"{name}.safetensors"))
+        run_logger.log_artifact(staging_dir / f"{name}.safetensors", "model")
+    run_logger.log_text(json.dumps(model_config, indent=2), "model/config.json")
+
+
+def _log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: str, steps_per_epoch: int) -> None:
+    """plots/losses.png and plots/d_outputs.png from the whole history in the store (resumes included)."""
+    history = {}
+    for name in tracking.STEP_METRIC_NAMES:
+        by_step = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
+        steps = np.array(sorted(by_step))
+        history[name] = np.array([by_step[step] for step in steps])
+    run_logger.log_figure(training_curves(steps, {"G loss": history["loss_g"], "D loss": history["loss_d"]},
+                                          steps_per_epoch, "Generator and discriminator losses", "BCE loss"),
+                          "plots/losses.png")
+    run_logger.log_figure(training_curves(steps, {"D(x)": history["d_real"], "D(G(z))": history["d_fake"]},
+                                          steps_per_epoch, "Discriminator outputs", "mean D output"),
+                          "plots/d_outputs.png")

@@ -1,0 +1,22 @@
+"""Shared fixtures: the repository root, the real Fashion-MNIST files, and a fresh MLflow store per test."""
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real Fashion-MNIST, prepared where `make test` put it (data/ or $GANLAB_DATA_DIR)."""
+    from ganlab.data import prepare_fashion_mnist, resolve_data_dir
+
+    root = resolve_data_dir(None).resolve()
+    prepare_fashion_mnist(root)
+    return root

@@ -1,0 +1,30 @@
+"""Figures are pure functions of numbers: checked by what they draw, not by pixels."""
+
+import numpy as np
+import torch
+
+from ganlab.plots import image_grid, moving_average, training_curves
+
+
+def test_moving_average_is_a_trailing_mean_over_the_window():
+    assert np.allclose(moving_average(np.array([0, 1, 2, 3, 4, 5]), 3), [0, 0.5, 1, 2, 3, 4])
+    assert np.allclose(moving_average(np.array([2.0, 4.0]), 1), [2, 4])
+
+
+def test_training_curves_draw_raw_and_smoothed_lines_with_an_epoch_axis():
+    steps = np.arange(1, 301)
+    figure = training_curves(steps, {"G loss": np.linspace(1, 2, 300), "D loss": np.linspace(0.7, 0.3, 300)},
+                             steps_per_epoch=100, title="losses", ylabel="BCE loss")
+    axes = figure.axes[0]
+    data_lines = [line for line in axes.lines if len(line.get_xdata()) == 300]
+    assert len(data_lines) == 4  # raw + moving average for each series
+    assert sorted(line.get_alpha() or 1.0 for line in data_lines) == [0.2, 0.2, 1.0, 1.0]
+    assert any(child.get_xlabel() == "epoch" for child in axes.child_axes)
+    assert [text.get_text() for text in axes.get_legend().get_texts()][0].startswith("G loss")
+
+
+def test_image_grid_maps_minus_one_to_black_and_one_to_white():
+    images = torch.cat([-torch.ones(4, 1, 28, 28), torch.ones(4, 1, 28, 28)])
+    grid = image_grid(images, images_per_row=4)
+    assert grid.dtype == np.uint8 and grid.shape == (2 * 30 + 2, 4 * 30 + 2)
+    assert grid[2:30, 2:30].max() == 0 and grid[32:60, 2:30].min() == 255
