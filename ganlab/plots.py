@@ -49,3 +49,16 @@ def training_curves(steps: np.ndarray, series: dict[str, np.ndarray], steps_per_
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
     return figure
+
+
+def class_histogram_figure(class_shares: list[float], class_names: tuple[str, ...], title: str) -> Figure:
+    """Share of samples per predicted class, against the uniform share of the real data."""
+    figure = Figure(figsize=(8, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(range(len(class_shares)), class_shares, color="tab:blue")
+    axes.axhline(1 / len(class_shares), color="black", linestyle="--", linewidth=1, label="real data (uniform)")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    axes.set_ylabel("share of samples")
+    axes.set_title(title)
+    axes.legend(loc="best")
+    return figure

@@ -5,6 +5,8 @@ Per-step values arrive as device tensors and are turned into numbers on that thr
 loop has no `.item()` and no host sync per step.
 """
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +24,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 from safetensors.torch import load_file
 from torch import nn
@@ -38,6 +41,8 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 
 for _noisy_logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_noisy_logger).setLevel(logging.WARNING)
+# MLflow's own download bar would break the one-line-error rule and clutter ganlab's progress bars.
+MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str:
@@ -69,8 +74,22 @@ def connect(tracking_uri: str) -> MlflowClient:
     return client
 
 
+@contextlib.contextmanager
+def store_errors(doing: str):
+    """Turn the store's own exceptions into one GanlabError line that says what ganlab was doing."""
+    try:
+        yield
+    except MlflowException as error:
+        raise GanlabError(f"tracking store failed while {doing}: {_first_line(error)}") from error
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The experiment's id; new experiments open in the UI's model-training view."""
+    with store_errors(f"opening experiment {name!r}"):
+        return _get_or_create_experiment(client, name)
+
+
+def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -142,6 +161,14 @@ def load_generator(run_id: str, tracking_uri: str | None = None, device: str | t
     return generator.to(device).eval()
 
 
+def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int) -> None:
+    """An evaluation's metrics at `step`, its protocol as tags, and all of it as eval/evaluate.json."""
+    with store_errors(f"logging the evaluation to run {run_id}"):
+        client.log_batch(run_id, metrics=[Metric(name, value, _now_ms(), step) for name, value in evaluation.metrics.items()],
+                         tags=[RunTag(name, value) for name, value in evaluation.protocol.items()])
+        client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/evaluate.json")
+
+
 class RunLogger:
     """Writes one MLflow run from a background thread, in submission order.
 
@@ -187,6 +214,9 @@ class RunLogger:
         self.submit(lambda: self.client.log_batch(self.run_id, params=[
             _param(name, value) for name, value in params.items()]))
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.submit(lambda: self.client.log_batch(self.run_id, tags=[RunTag(name, value) for name, value in tags.items()]))
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.submit(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
@@ -208,7 +238,8 @@ class RunLogger:
         finally:
             self._tasks.put(None)
             self._worker.join(timeout=60)
-            self.client.set_terminated(self.run_id, status=status)
+            with store_errors(f"marking run {self.run_id} {status}"):
+                self.client.set_terminated(self.run_id, status=status)
 
     # The worker thread.
 

@@ -6,6 +6,7 @@ it: the data lives on the device, every step is tracked in MLflow without host s
 checkpointed atomically, and an interrupted run resumes to the same weights.
 """
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -24,11 +25,11 @@ from torch import nn
 from tqdm import tqdm
 
 import ganlab
-from ganlab import checkpoint, data, tracking
+from ganlab import checkpoint, data, metrics, tracking
 from ganlab.cli import option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, IMAGE_SHAPE, build_models, count_parameters, model_summary
-from ganlab.plots import image_grid, training_curves
+from ganlab.plots import class_histogram_figure, image_grid, training_curves
 
 SAMPLE_GRID_SIZE = 64  # the fixed latent batch drawn every epoch, 8 per row
 FLUSH_EVERY_STEPS = 100  # per-step metrics go to the tracking thread in blocks of this many steps
@@ -48,6 +49,8 @@ class TrainConfig:
     latent_dim: int = option(100, "length of the latent vector z")
     seed: int = option(0, "seeds weights, batch order, latents and the sample grid")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    eval_every: int = option(5, "FID, KID, precision/recall, … every N epochs and after the last (0: never)")
+    eval_samples: int = option(10_000, "generated samples per evaluation")
     max_steps: int | None = option(None, "stop after this many steps in all (smoke runs)")
     train_images: int | None = option(None, "train on the first N of the 60000 images only (smoke runs)")
     data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
@@ -59,7 +62,9 @@ class TrainConfig:
         """Reject settings that cannot train, with a message that names the flag."""
         if self.arch not in ARCHITECTURES:
             raise GanlabError(f"unknown --arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-        for name in ("epochs", "batch_size", "latent_dim", "max_steps", "train_images"):
+        if self.eval_every < 0:
+            raise GanlabError(f"--eval-every must be 0 (never) or positive, got {self.eval_every}")
+        for name in ("epochs", "batch_size", "latent_dim", "eval_samples", "max_steps", "train_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -175,11 +180,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     if steps_per_epoch == 0:
         raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(all_real_images)} training images")
     total_steps = min(steps_per_epoch * config.epochs, config.max_steps or sys.maxsize)
+    evaluator = metrics.Evaluator(data_dir, device) if config.eval_every else None
 
     # Construct networks, optimizers and the random streams, all from the seed.
     torch.manual_seed(config.seed)
     generator, discriminator = build_models(config.arch, config.latent_dim)
-    generator, discriminator = generator.to(device), discriminator.to(device)
+    # channels_last makes the CNN step ~1.3x faster on the CPU; Linear-only models are unaffected.
+    generator = generator.to(device, memory_format=torch.channels_last)
+    discriminator = discriminator.to(device, memory_format=torch.channels_last)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
     order_rng = torch.Generator().manual_seed(config.seed)  # batch order, on the CPU
@@ -190,8 +198,9 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     # Open the MLflow run: a new one, or the resumed one with its checkpoint restored.
     experiment_id = tracking.get_or_create_experiment(client, config.experiment)
     if resume_run_id is None:
-        run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
-                                tags=_run_tags(config))
+        with tracking.store_errors("creating the run"):
+            run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
+                                    tags=_run_tags(config))
         run_logger = tracking.RunLogger(client, run.info.run_id)
         run_logger.log_params({
             **dataclasses.asdict(config),
@@ -203,6 +212,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
             "ganlab_version": ganlab.__version__,
             **{f"dataset_md5.{name}": md5 for name, md5 in dataset_md5.items()},
         })
+        if evaluator is not None:
+            run_logger.set_tags(metrics.protocol(config.eval_samples))
         run_logger.log_text(json.dumps(dataclasses.asdict(config), indent=2), "config/train_config.json")
         run_logger.log_text(model_summary(generator, discriminator), "model/summary.txt")
         resumed_state = None
@@ -302,17 +313,22 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
                 run_logger.close("KILLED")
                 raise TrainingInterrupted(stop_signal[0], run_id)
 
-            # End of epoch: the fixed-latent sample grid and the epoch means, then a checkpoint.
+            # End of epoch: the fixed-latent sample grid, the epoch means and, now and then, the quality
+            # metrics; then a checkpoint.
             generator.eval()
             with torch.no_grad():
                 sample_grid = image_grid(generator(fixed_latents))
             generator.train()
             epoch_means = step_values[:step_in_epoch].mean(dim=0)
-            run_logger.log_epoch(epoch + 1, {
+            epoch_metrics = {
                 **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
                 "epoch_seconds": epoch_seconds_before,
                 "images_per_second": step_in_epoch * config.batch_size / max(epoch_seconds_before, 1e-9),
-            }, sample_grid)
+            }
+            is_last_epoch = epoch + 1 == config.epochs or global_step >= total_steps
+            if evaluator is not None and ((epoch + 1) % config.eval_every == 0 or is_last_epoch):
+                epoch_metrics.update(_evaluate(evaluator, generator, config, run_logger, is_last_epoch))
+            run_logger.log_epoch(epoch + 1, epoch_metrics, sample_grid)
             epoch, step_in_epoch, epoch_seconds_before = epoch + 1, 0, 0.0
             epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
             save_training_state()
@@ -327,7 +343,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         raise
     except BaseException:
         progress.close()
-        run_logger.close("FAILED")
+        with contextlib.suppress(GanlabError):  # the error that stopped training is the one to report
+            run_logger.close("FAILED")
         raise
     finally:
         progress.close()
@@ -340,6 +357,21 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
         wall_seconds=time.perf_counter() - wall_start, artifact_uri=run.info.artifact_uri,
         run_url=tracking.run_url(experiment_id, run_id))
+
+
+def _evaluate(evaluator: metrics.Evaluator, generator: nn.Module, config: TrainConfig,
+              run_logger: tracking.RunLogger, is_last_epoch: bool) -> dict[str, float]:
+    """The quality metrics of this epoch's G (the same latents every time); after the last epoch also the
+    class-histogram plot and eval/final.json."""
+    eval_start = time.perf_counter()
+    evaluation = evaluator.evaluate_generator(generator, config.latent_dim, config.eval_samples, seed=config.seed + 3)
+    if is_last_epoch:
+        run_logger.log_figure(class_histogram_figure(evaluation.class_shares, data.CLASS_NAMES,
+                                                     f"Predicted classes of {config.eval_samples} samples "
+                                                     f"({metrics.FEATURE_SPACE} classifier)"),
+                              "plots/class_histogram.png")
+        run_logger.log_text(json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/final.json")
+    return {**evaluation.metrics, "eval_seconds": time.perf_counter() - eval_start}
 
 
 def _run_tags(config: TrainConfig) -> dict[str, str]:

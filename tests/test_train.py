@@ -4,55 +4,22 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow import MlflowClient
-from safetensors.torch import load_file
 
 from ganlab import tracking
 from ganlab.train import TrainConfig
+from helpers import (artifact_paths, assert_one_line_error, final_weights, only_run, run_train, step_history,
+                     train_command)
 
 # A small but real configuration: 1280 images at batch 64 is 20 steps an epoch.
-SMALL_RUN = ["--arch", "mlp", "--train-images", "1280", "--batch-size", "64", "--seed", "3"]
+SMALL_RUN = ["--arch", "mlp", "--train-images", "1280", "--batch-size", "64", "--seed", "3", "--eval-every", "0"]
 SMALL_RUN_EPOCHS = 30
 SMALL_RUN_STEPS = 20 * SMALL_RUN_EPOCHS
-
-
-def train_command(store_uri: str, data_dir: Path, *arguments: str) -> list[str]:
-    return [sys.executable, "experiments/train.py", "--no-progress", "--tracking-uri", store_uri,
-            "--data-dir", str(data_dir), *arguments]
-
-
-def run_train(repo_root: Path, store_uri: str, data_dir: Path, *arguments: str, timeout: int = 300):
-    return subprocess.run(train_command(store_uri, data_dir, *arguments), cwd=repo_root, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def only_run(client: MlflowClient, experiment: str = "fashion-mnist-gan"):
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    (run,) = client.search_runs([experiment_id])
-    return run
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    found = set()
-    for info in client.list_artifacts(run_id, path):
-        found |= artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
-    return found
-
-
-def step_history(client: MlflowClient, run_id: str, name: str) -> list[tuple[int, float]]:
-    return sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, name))
-
-
-def final_weights(client: MlflowClient, run_id: str, download_dir: Path) -> dict[str, torch.Tensor]:
-    model_dir = Path(client.download_artifacts(run_id, "model", str(download_dir)))
-    return {**{f"G.{k}": v for k, v in load_file(str(model_dir / "generator.safetensors")).items()},
-            **{f"D.{k}": v for k, v in load_file(str(model_dir / "discriminator.safetensors")).items()}}
 
 
 def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, timeout: float = 120) -> None:
@@ -70,15 +37,6 @@ def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, 
     raise AssertionError(f"no checkpoint for epoch {epoch} within {timeout} s")
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted_small_run(tmp_path_factory, repo_root, data_dir):
     """The small configuration trained without interruption: the reference for the resume tests."""
@@ -94,7 +52,8 @@ def uninterrupted_small_run(tmp_path_factory, repo_root, data_dir):
 def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir, tmp_path):
     store_uri = f"sqlite:///{tmp_path}/mlflow.db"
     # 6400 images = 100 steps an epoch; --max-steps 150 stops half-way through the second epoch.
-    result = run_train(repo_root, store_uri, data_dir, "--arch", "mlp", "--train-images", "6400", "--max-steps", "150")
+    result = run_train(repo_root, store_uri, data_dir, "--arch", "mlp", "--train-images", "6400", "--max-steps", "150",
+                       "--eval-every", "1", "--eval-samples", "1000")
     assert result.returncode == 0, result.stderr
 
     client = MlflowClient(store_uri)
@@ -127,7 +86,14 @@ def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir,
     first_epoch_mean = sum(value for _, value in step_history(client, run_id, "loss_g")[:100]) / 100
     assert step_history(client, run_id, "epoch_loss_g")[0][1] == pytest.approx(first_epoch_mean, rel=1e-5)
 
+    # Quality metrics every epoch (--eval-every 1), with their protocol beside them.
+    for name in ("fid", "kid", "precision", "recall", "density", "coverage", "class_entropy"):
+        assert [step for step, _ in step_history(client, run_id, name)] == [1, 2], name
+    assert run.data.tags["eval.feature_space"] == "fmnist-cnn-v1" and run.data.tags["eval.samples"] == "1000"
+    assert run.data.tags["eval.reference"] == "fashion-mnist-test-10k"
+
     artifacts = artifact_paths(client, run_id)
+    assert {"plots/class_histogram.png", "eval/final.json"} <= artifacts
     assert {"model/summary.txt", "model/generator.safetensors", "model/discriminator.safetensors",
             "model/config.json", "samples/epoch_001.png", "samples/epoch_002.png", "plots/losses.png",
             "plots/d_outputs.png", "config/train_config.json", "checkpoint/checkpoint.json"} <= artifacts
