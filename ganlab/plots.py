@@ -62,3 +62,87 @@ def class_histogram_figure(class_shares: list[float], class_names: tuple[str, ..
     axes.set_title(title)
     axes.legend(loc="best")
     return figure
+
+
+def labelled_image_rows(rows: list[tuple[str, np.ndarray]], title: str) -> Figure:
+    """Image strips (uint8 grids from `image_grid`) stacked, each labelled on the left, as in the reports."""
+    strip_height, strip_width = rows[0][1].shape
+    figure = Figure(figsize=(1.0 + strip_width / 60, 0.5 + len(rows) * strip_height / 60), layout="constrained")
+    figure.suptitle(title)
+    for row_index, (label, strip) in enumerate(rows):
+        axes = figure.add_subplot(len(rows), 1, row_index + 1)
+        axes.imshow(strip, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    return figure
+
+
+def effect_vs_offset(curves: dict[str, list[tuple[float, float, float]]], ylabel: str, title: str) -> Figure:
+    """Effect size against |offset| per direction (points: (|offset|, mean, CI half-width)); random controls grey."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for name, points in curves.items():
+        offsets, means, cis = (np.array(column) for column in zip(*points))
+        is_control = name.startswith("random")
+        axes.errorbar(offsets, means, yerr=cis, marker="o", capsize=3, label=name,
+                      color="grey" if is_control else None, linestyle="--" if is_control else "-",
+                      alpha=0.7 if is_control else 1.0)
+    axes.set_xlabel("|offset| added to z (prior std = 1)")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return figure
+
+
+def class_shift_heatmap(shifts: np.ndarray, class_names: tuple[str, ...], marked_rows: list[int],
+                        title: str) -> Figure:
+    """Rows: latent dims; columns: classes; colour: mean change of the class probability. Marked rows labelled."""
+    figure = Figure(figsize=(7, 10), layout="constrained")
+    axes = figure.add_subplot()
+    limit = max(float(np.abs(shifts).max()), 1e-6)
+    image = axes.imshow(shifts, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=40, ha="right")
+    axes.set_yticks(marked_rows, [f"dim {row} ◀" for row in marked_rows], fontsize=8)
+    axes.set_ylabel("latent dim (study dims labelled)")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="Δ probability")
+    return figure
+
+
+def dim_ranking(values: np.ndarray, marked: list[int], control_band: tuple[float, float], title: str) -> Figure:
+    """Every dim's value sorted, the marked dims highlighted, the control's 5–95% band shaded."""
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    axes = figure.add_subplot()
+    order = np.argsort(-values)
+    axes.bar(range(len(values)), values[order], color="lightsteelblue", width=1.0)
+    for dim in marked:
+        rank = int(np.where(order == dim)[0][0])
+        axes.bar(rank, values[dim], color="tab:red", width=1.0)
+        axes.annotate(f"dim {dim}", (rank, values[dim]), textcoords="offset points", xytext=(0, 4), ha="center",
+                      fontsize=8, rotation=90)
+    axes.axhspan(*control_band, color="grey", alpha=0.25, label="random unit directions, 5–95%")
+    axes.set_xlabel("dims, ranked")
+    axes.set_ylabel("flip rate")
+    axes.set_title(title)
+    axes.legend(loc="upper right")
+    return figure
+
+
+def direction_comparison(groups: dict[str, list[tuple[str, float, float, float]]], title: str) -> Figure:
+    """Flip rate with its 95% interval for each direction, grouped by family."""
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    position, ticks, labels = 0, [], []
+    for (family, entries), color in zip(groups.items(), ("tab:red", "grey", "tab:blue", "tab:green")):
+        for label, rate, low, high in entries:
+            axes.bar(position, rate, color=color, yerr=[[rate - low], [high - rate]], capsize=2)
+            ticks.append(position)
+            labels.append(label)
+            position += 1
+        position += 1
+    axes.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    axes.set_ylabel("flip rate (95% Wilson interval)")
+    axes.set_title(title)
+    return figure

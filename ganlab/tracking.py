@@ -169,6 +169,28 @@ def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int) -> 
         client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/evaluate.json")
 
 
+def start_derived_run(client: MlflowClient, source_run, kind: str, run_name: str, params: dict[str, object],
+                      experiment: str | None = None) -> tuple[str, str]:
+    """A new run that analyses `source_run` (same experiment unless named): tagged `ganlab.kind` and
+    `ganlab.source_run_id`, so the UI can filter analyses and trace them back. Returns (run id, experiment id)."""
+    experiment_id = (get_or_create_experiment(client, experiment) if experiment
+                     else source_run.info.experiment_id)
+    with store_errors("creating the analysis run"):
+        run = client.create_run(experiment_id, run_name=run_name, tags={
+            "ganlab.kind": kind, "ganlab.source_run_id": source_run.info.run_id,
+            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": run_name})
+        client.log_batch(run.info.run_id, params=[_param(name, value) for name, value in params.items()])
+    return run.info.run_id, experiment_id
+
+
+def finish_derived_run(client: MlflowClient, run_id: str, folder: Path, metrics: dict[str, float]) -> None:
+    """Upload the folder's files as the run's artifacts, log its headline metrics and mark it FINISHED."""
+    with store_errors(f"logging the results to run {run_id}"):
+        client.log_artifacts(run_id, str(folder))
+        client.log_batch(run_id, metrics=[Metric(name, value, _now_ms(), 0) for name, value in metrics.items()])
+        client.set_terminated(run_id, "FINISHED")
+
+
 class RunLogger:
     """Writes one MLflow run from a background thread, in submission order.
 
