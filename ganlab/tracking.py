@@ -179,7 +179,7 @@ def start_derived_run(client: MlflowClient, source_run, kind: str, run_name: str
         run = client.create_run(experiment_id, run_name=run_name, tags={
             "ganlab.kind": kind, "ganlab.source_run_id": source_run.info.run_id,
             "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": run_name})
-        client.log_batch(run.info.run_id, params=[_param(name, value) for name, value in params.items()])
+        client.log_batch(run.info.run_id, params=[mlflow_param(name, value) for name, value in params.items()])
     return run.info.run_id, experiment_id
 
 
@@ -234,7 +234,7 @@ class RunLogger:
 
     def log_params(self, params: dict[str, object]) -> None:
         self.submit(lambda: self.client.log_batch(self.run_id, params=[
-            _param(name, value) for name, value in params.items()]))
+            mlflow_param(name, value) for name, value in params.items()]))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.submit(lambda: self.client.log_batch(self.run_id, tags=[RunTag(name, value) for name, value in tags.items()]))
@@ -318,7 +318,8 @@ def is_unfinished(status: str) -> bool:
     return status != RunStatus.to_string(RunStatus.FINISHED)
 
 
-def _param(name: str, value: object) -> Param:
+def mlflow_param(name: str, value: object) -> Param:
+    """An MLflow param from any value (None is logged as "None")."""
     return Param(name, "None" if value is None else str(value))
 
 

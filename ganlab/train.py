@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class TrainConfig:
     latent_dim: int = option(100, "length of the latent vector z")
     seed: int = option(0, "seeds weights, batch order, latents and the sample grid")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    label_smoothing: float = option(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
+    instance_noise: float = option(0.0, "std of Gaussian noise added to every image D sees (0: none)")
+    d_update_every: int = option(1, "update D on every Nth step only (a weaker D; 1: every step, as the reports)")
     eval_every: int = option(5, "FID, KID, precision/recall, … every N epochs and after the last (0: never)")
     eval_samples: int = option(10_000, "generated samples per evaluation")
     max_steps: int | None = option(None, "stop after this many steps in all (smoke runs)")
@@ -64,7 +68,12 @@ class TrainConfig:
             raise GanlabError(f"unknown --arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.eval_every < 0:
             raise GanlabError(f"--eval-every must be 0 (never) or positive, got {self.eval_every}")
-        for name in ("epochs", "batch_size", "latent_dim", "eval_samples", "max_steps", "train_images"):
+        if not 0 <= self.label_smoothing < 1:
+            raise GanlabError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not self.instance_noise >= 0:
+            raise GanlabError(f"--instance-noise must be 0 or positive, got {self.instance_noise}")
+        for name in ("epochs", "batch_size", "latent_dim", "d_update_every", "eval_samples", "max_steps",
+                     "train_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -137,31 +146,52 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.optim.Optimizer,
-             optimizer_d: torch.optim.Optimizer, real_images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-    """One G update then one D update; returns (loss_g, loss_d, mean D(x), mean D(G(z))) as one device tensor."""
-    real_labels = torch.ones(real_images.size(0), 1, device=real_images.device)
+             optimizer_d: torch.optim.Optimizer, real_images: torch.Tensor, latents: torch.Tensor,
+             real_label: float = 1.0, instance_noise: float = 0.0, noise_rng: torch.Generator | None = None,
+             update_d: bool = True) -> torch.Tensor:
+    """One G update then one D update; returns (loss_g, loss_d, mean D(x), mean D(G(z))) as one device tensor.
+
+    The defaults are the reports' step. The other arguments are the usual remedies for a D that wins: a real
+    label below 1 (one-sided label smoothing), instance noise on everything D sees, and skipping D updates.
+    """
+    real_labels = torch.full((real_images.size(0), 1), real_label, device=real_images.device)
     fake_labels = torch.zeros(real_images.size(0), 1, device=real_images.device)
+    generator_labels = torch.ones(real_images.size(0), 1, device=real_images.device)
+
+    def as_seen_by_d(images: torch.Tensor) -> torch.Tensor:
+        if instance_noise == 0:
+            return images
+        return images + instance_noise * torch.randn(images.shape, device=images.device, generator=noise_rng)
 
     # Generator: make D call the fakes real (the non-saturating loss of Goodfellow et al.).
     optimizer_g.zero_grad(set_to_none=True)
     fake_images = generator(latents)
-    loss_g = nn.functional.binary_cross_entropy(discriminator(fake_images), real_labels)
+    loss_g = nn.functional.binary_cross_entropy(discriminator(as_seen_by_d(fake_images)), generator_labels)
     loss_g.backward()
     optimizer_g.step()
 
     # Discriminator: real → 1, the same fakes (detached) → 0, averaged as in the reports.
     optimizer_d.zero_grad(set_to_none=True)
-    d_on_real = discriminator(real_images)
-    d_on_fake = discriminator(fake_images.detach())
-    loss_d = (nn.functional.binary_cross_entropy(d_on_real, real_labels)
-              + nn.functional.binary_cross_entropy(d_on_fake, fake_labels)) / 2
-    loss_d.backward()
-    optimizer_d.step()
+    with torch.set_grad_enabled(update_d):
+        d_on_real = discriminator(as_seen_by_d(real_images))
+        d_on_fake = discriminator(as_seen_by_d(fake_images.detach()))
+        loss_d = (nn.functional.binary_cross_entropy(d_on_real, real_labels)
+                  + nn.functional.binary_cross_entropy(d_on_fake, fake_labels)) / 2
+    if update_d:
+        loss_d.backward()
+        optimizer_d.step()
     return torch.stack([loss_g.detach(), loss_d.detach(), d_on_real.detach().mean(), d_on_fake.detach().mean()])
 
 
-def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: bool = True) -> TrainResult:
-    """Train one GAN as one MLflow run (new, or `resume_run_id` continued) and return the summary."""
+def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: bool = True,
+          extra_tags: dict[str, str] | None = None,
+          after_epoch: Callable[[int, dict[str, float]], str | None] | None = None) -> TrainResult:
+    """Train one GAN as one MLflow run (new, or `resume_run_id` continued) and return the summary.
+
+    `extra_tags` go on a new run (a tuning study nests its trials with `mlflow.parentRunId`). `after_epoch` sees
+    each epoch's metrics once its checkpoint is written; when it returns a reason, training stops there and the run
+    ends KILLED with tag `ganlab.stopped_early` (how a pruned Optuna trial ends).
+    """
     wall_start = time.perf_counter()
     config.validate()
     device = resolve_device(config.device)
@@ -200,7 +230,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     if resume_run_id is None:
         with tracking.store_errors("creating the run"):
             run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
-                                    tags=_run_tags(config))
+                                    tags={**_run_tags(config), **(extra_tags or {})})
         run_logger = tracking.RunLogger(client, run.info.run_id)
         run_logger.log_params({
             **dataclasses.asdict(config),
@@ -291,8 +321,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
                 batch_indices = epoch_order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
                 real_images = all_real_images[batch_indices.to(device)]
                 latents = torch.randn(config.batch_size, config.latent_dim, device=device, generator=latent_rng)
-                step_values[step_in_epoch] = gan_step(generator, discriminator, optimizer_g, optimizer_d,
-                                                      real_images, latents)
+                step_values[step_in_epoch] = gan_step(
+                    generator, discriminator, optimizer_g, optimizer_d, real_images, latents,
+                    real_label=1.0 - config.label_smoothing, instance_noise=config.instance_noise,
+                    noise_rng=latent_rng, update_d=global_step % config.d_update_every == 0)
                 step_in_epoch += 1
                 global_step += 1
                 progress.update()
@@ -322,6 +354,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
             epoch_means = step_values[:step_in_epoch].mean(dim=0)
             epoch_metrics = {
                 **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
+                "epoch_d_gap": epoch_means[2] - epoch_means[3],  # mean D(x) − mean D(G(z)): 1 when D wins outright
                 "epoch_seconds": epoch_seconds_before,
                 "images_per_second": step_in_epoch * config.batch_size / max(epoch_seconds_before, 1e-9),
             }
@@ -332,6 +365,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
             epoch, step_in_epoch, epoch_seconds_before = epoch + 1, 0, 0.0
             epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
             save_training_state()
+            stop_reason = after_epoch(epoch, {name: float(value) for name, value in epoch_metrics.items()}) \
+                if after_epoch else None
+            if stop_reason:
+                progress.close()
+                run_logger.set_tags({"ganlab.stopped_early": stop_reason})
+                run_logger.close("KILLED")
+                return _result(client, run, experiment_id, "KILLED", wall_start)
 
         # After training: final weights, the config to rebuild G, and the curves from the store.
         progress.close()
@@ -351,9 +391,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
 
+    return _result(client, run, experiment_id, "FINISHED", wall_start)
+
+
+def _result(client: MlflowClient, run, experiment_id: str, status: str, wall_start: float) -> TrainResult:
+    run_id = run.info.run_id
     final_metrics = client.get_run(run_id).data.metrics
     return TrainResult(
-        run_id=run_id, experiment_id=experiment_id, status="FINISHED",
+        run_id=run_id, experiment_id=experiment_id, status=status,
         final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
         wall_seconds=time.perf_counter() - wall_start, artifact_uri=run.info.artifact_uri,
         run_url=tracking.run_url(experiment_id, run_id))

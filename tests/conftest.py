@@ -1,6 +1,10 @@
 """Shared fixtures: the repository root, the real Fashion-MNIST files, and a fresh MLflow store per test."""
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,41 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("GANLAB_CACHE_DIR")
     else:
         os.environ["GANLAB_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server from Debian's packages on 127.0.0.1, for the shared-study test.
+
+    Skipped where the server is not installed, unless GANLAB_REQUIRE_POSTGRES=1 (set by .ci/run), where that fails.
+    """
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not binaries:
+        message = "PostgreSQL server not installed (apt-get install postgresql)"
+        if os.environ.get("GANLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    bin_dir = binaries[-1]
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user in a folder that user owns.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    server_dir = Path(tempfile.mkdtemp(prefix="ganlab-pg-"))
+    server_dir.chmod(0o755)
+    if as_user:
+        shutil.chown(server_dir, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = server_dir / "data"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "ganlab", "--auth=trust")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(server_dir / "log"), "-w", "-o",
+        f"-p {port} -h 127.0.0.1 -k {server_dir}", "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "ganlab", "optuna")
+        yield f"postgresql://ganlab@127.0.0.1:{port}/optuna"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(server_dir, ignore_errors=True)

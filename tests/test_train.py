@@ -81,7 +81,8 @@ def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir,
         assert [step for step, _ in history] == list(range(1, 151)), name
     for name in ("d_real", "d_fake"):
         assert all(0 < value < 1 for _, value in step_history(client, run_id, name)), name
-    for name in ("epoch_loss_g", "epoch_loss_d", "epoch_d_real", "epoch_d_fake", "epoch_seconds", "images_per_second"):
+    for name in ("epoch_loss_g", "epoch_loss_d", "epoch_d_real", "epoch_d_fake", "epoch_d_gap", "epoch_seconds",
+                 "images_per_second"):
         assert [step for step, _ in step_history(client, run_id, name)] == [1, 2], name
     first_epoch_mean = sum(value for _, value in step_history(client, run_id, "loss_g")[:100]) / 100
     assert step_history(client, run_id, "epoch_loss_g")[0][1] == pytest.approx(first_epoch_mean, rel=1e-5)

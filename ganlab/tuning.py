@@ -1,0 +1,384 @@
+"""Optuna studies that balance a GAN: the search space, the objective, and the MLflow runs of a study.
+
+One parent MLflow run per study (its space, sampler, pruner, plots, a CSV of all trials, the best params) and one
+nested child run per trial (a full ganlab training run with `mlflow.parentRunId`, its trial number and state), so
+the MLflow UI compares trials directly. The study lives in Optuna's RDB storage: SQLite by default, PostgreSQL to
+share one study between workers on many machines. Rerunning with the same study name resumes it.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # Optuna's matplotlib plots use pyplot; no screen here
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from ganlab import tracking  # noqa: E402
+from ganlab.cli import option  # noqa: E402
+from ganlab.errors import GanlabError  # noqa: E402
+from ganlab.train import TrainConfig, train  # noqa: E402
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+COLLAPSE_LOSS_D = 0.05  # an epoch whose mean D loss is below this counts as D having won outright
+
+# The search space, declared once: (kind, low, high). Logged to the parent run as search_space.json.
+SEARCH_SPACE = {
+    "lr_g": ("log_float", 1e-5, 1e-3),
+    "lr_d": ("log_float", 1e-5, 1e-3),
+    "beta1": ("float", 0.0, 0.9),
+    "beta2": ("float", 0.9, 0.9999),
+}
+# Known remedies for a winning D, searched with --remedies (a two-time-scale lr_d ≠ lr_g is already in the space).
+REMEDY_SPACE = {
+    "label_smoothing": ("float", 0.0, 0.3),
+    "instance_noise": ("float", 0.0, 0.3),
+    "d_update_every": ("int", 1, 3),
+}
+PRUNERS = ("median", "hyperband", "patient", "none")
+OBJECTIVES = ("fid", "balance", "both")
+
+
+@dataclass
+class TuneConfig:
+    """Every setting of a study; the command line of experiments/tune.py is derived from it."""
+
+    arch: str = option("cnn", "the architecture to tune")
+    trials: int = option(20, "finished (complete or pruned) trials the study should reach, over all workers")
+    epochs_per_trial: int = option(3, "epochs each trial trains")
+    study_name: str | None = option(None, "Optuna study name (default: ARCH-OBJECTIVE); reusing a name resumes it")
+    storage: str = option(DEFAULT_STORAGE, "Optuna storage URL: sqlite:///… or postgresql://user@host/db")
+    objective: str = option("fid", "fid (minimize final FID), balance (minimize the D imbalance) or both (Pareto)",
+                            choices=OBJECTIVES)
+    pruner: str = option("median", "stop hopeless trials early (single objective only)", choices=PRUNERS)
+    remedies: bool = option(False, "also search label smoothing, instance noise and the D update interval")
+    seed: int = option(0, "seed of the sampler and of every trial's training")
+    worker: int = option(0, "this worker's index: offsets the sampler seed; worker 0 also confirms the best")
+    confirm_seeds: int = option(3, "train the best params with this many seeds (incl. the trial's) and report mean ± std")
+    eval_samples: int = option(10_000, "samples per FID evaluation (every epoch of a trial)")
+    max_steps: int | None = option(None, "cap each trial's steps (smoke studies)")
+    train_images: int | None = option(None, "train trials on the first N images only (smoke studies)")
+    retrain_best: bool = option(False, "after the study, train the best params for --epochs as a full run")
+    epochs: int = option(20, "epochs of the --retrain-best run")
+    device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
+    data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    experiment: str = option("fashion-mnist-gan", "MLflow experiment of the parent and trial runs")
+    tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.arch}-{self.objective}"
+
+    def space(self) -> dict[str, tuple]:
+        return {**SEARCH_SPACE, **(REMEDY_SPACE if self.remedies else {})}
+
+    def validate(self) -> None:
+        for name in ("trials", "epochs_per_trial", "confirm_seeds", "epochs", "eval_samples"):
+            if getattr(self, name) <= 0:
+                raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        self.trial_config({name: low for name, (_, low, _) in self.space().items()}, self.seed).validate()
+
+    def trial_config(self, point: dict, seed: int, run_name: str | None = None) -> TrainConfig:
+        """The training settings of one trial: the point in the space, every epoch evaluated."""
+        return TrainConfig(arch=self.arch, epochs=self.epochs_per_trial, seed=seed, device=self.device,
+                           eval_every=1, eval_samples=self.eval_samples, max_steps=self.max_steps,
+                           train_images=self.train_images, data_dir=self.data_dir, experiment=self.experiment,
+                           tracking_uri=self.tracking_uri, run_name=run_name, **point)
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    parent_run_id: str
+    experiment_id: str
+    finished_trials: int
+    best: list[dict]  # one entry per best trial (the Pareto front for `both`)
+    confirmation: dict | None
+    retrained_run_id: str | None
+
+
+def suggest(trial: optuna.Trial, space: dict[str, tuple]) -> dict[str, float | int]:
+    """One point of the space."""
+    point = {}
+    for name, (kind, low, high) in space.items():
+        if kind == "int":
+            point[name] = trial.suggest_int(name, low, high)
+        else:
+            point[name] = trial.suggest_float(name, low, high, log=kind == "log_float")
+    return point
+
+
+def imbalance(epoch_metrics: dict[str, float]) -> float:
+    """How far D is from losing its edge: mean D(x) − mean D(G(z)), plus 1 if D's loss collapsed below 0.05."""
+    collapsed = epoch_metrics["epoch_loss_d"] < COLLAPSE_LOSS_D
+    return epoch_metrics["epoch_d_gap"] + (1.0 if collapsed else 0.0)
+
+
+def run_study(config: TuneConfig, show_progress: bool = True,
+              pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
+    """Run (or resume, or join) the study until it has `config.trials` finished trials; then summarize it."""
+    config.validate()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # ganlab prints its own summary
+    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+    experiment_id = tracking.get_or_create_experiment(client, config.experiment)
+    storage = open_storage(config.storage)
+    directions = ["minimize", "minimize"] if config.objective == "both" else ["minimize"]
+    sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * config.worker)
+    pruner = pruner or make_pruner(config)
+    study, created = _create_or_load_study(storage, config, directions, sampler, pruner)
+    parent_run_id = _parent_run(client, experiment_id, study, created, config, sampler, pruner)
+
+    def objective(trial: optuna.Trial):
+        return _train_trial(trial, config, client, parent_run_id, show_progress)
+
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    remaining = config.trials - len(study.get_trials(deepcopy=False, states=finished_states))
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
+                       callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
+
+    best = _best_trials(study)
+    confirmation = _confirm_best(study, config, client, parent_run_id, show_progress) \
+        if best and config.worker == 0 and config.objective != "both" and config.confirm_seeds > 1 else None
+    _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
+    retrained = _retrain_best(best[0], config, show_progress) if best and config.retrain_best else None
+    finished = len(study.get_trials(deepcopy=False, states=finished_states))
+    with tracking.store_errors("closing the study's parent run"):
+        client.set_terminated(parent_run_id, "FINISHED")
+    return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained)
+
+
+def open_storage(url: str) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats, so a trial whose worker died is marked failed and retried once."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except Exception as error:  # SQLAlchemy raises many types: bad URL, missing driver, refused connection
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GanlabError(f"cannot open Optuna storage {url!r}: {first_line}") from error
+
+
+def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    """Pruners compare a trial's per-epoch FID with earlier trials at the same epoch; none for `both`."""
+    if config.objective == "both" or config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs_per_trial)
+    median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if config.pruner == "patient":  # GAN curves are noisy: prune only after 2 epochs without improvement too
+        return optuna.pruners.PatientPruner(median, patience=1)
+    return median
+
+
+def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple[optuna.Study, bool]:
+    """The study and whether this worker created it; a resumed study must have been made for the same task."""
+    try:
+        study = optuna.create_study(storage=storage, study_name=config.name, directions=directions,
+                                    sampler=sampler, pruner=pruner)
+        study.set_user_attr("ganlab", {"arch": config.arch, "objective": config.objective,
+                                       "epochs_per_trial": config.epochs_per_trial, "space": config.space()})
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+    described = _wait_for(lambda: study.user_attrs.get("ganlab"), what="the study's description")
+    for key in ("arch", "objective", "epochs_per_trial"):
+        if described[key] != getattr(config, key):
+            raise GanlabError(f"study {config.name!r} was started with --{key.replace('_', '-')} {described[key]}, "
+                              f"not {getattr(config, key)}; pick another --study-name")
+    if described["space"] != json.loads(json.dumps(config.space())):
+        raise GanlabError(f"study {config.name!r} searches another space (--remedies differs); pick another "
+                          f"--study-name")
+    return study, False
+
+
+def _parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, created: bool,
+                config: TuneConfig, sampler, pruner) -> str:
+    """The study's one parent run: created by the worker that created the study, found by every other."""
+    if created:
+        with tracking.store_errors("creating the study's parent run"):
+            run = client.create_run(experiment_id, run_name=f"study-{config.name}", tags={
+                "ganlab.kind": "tune", "ganlab.arch": config.arch, "optuna.study_name": config.name,
+                "mlflow.source.name": "experiments/tune.py"})
+            params = {**{name: value for name, value in dataclasses.asdict(config).items()
+                         if name not in ("worker", "tracking_uri")},
+                      "sampler": type(sampler).__name__, "pruner": type(pruner).__name__,
+                      "search_space": json.dumps(config.space())}
+            client.log_batch(run.info.run_id, params=[tracking.mlflow_param(k, v) for k, v in params.items()])
+            client.log_text(run.info.run_id, json.dumps(config.space(), indent=2), "search_space.json")
+        study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
+        return run.info.run_id
+    run_id = _wait_for(lambda: study.user_attrs.get("mlflow_parent_run_id"), what="the study's parent run")
+    with tracking.store_errors("reopening the study's parent run"):
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def _wait_for(read, what: str, seconds: float = 60):
+    """Another worker is creating the study right now: give it a moment."""
+    deadline = time.monotonic() + seconds
+    while (value := read()) is None:
+        if time.monotonic() > deadline:
+            raise GanlabError(f"the study exists but {what} never appeared; is another worker stuck?")
+        time.sleep(0.5)
+    return value
+
+
+def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, parent_run_id: str,
+                 show_progress: bool):
+    """One trial = one nested training run; per-epoch FID (or imbalance) reported for pruning."""
+    point = suggest(trial, config.space())
+    trial_config = config.trial_config(point, config.seed, f"{config.name}-t{trial.number}")
+    last: dict[str, float] = {}
+
+    def after_epoch(epoch: int, epoch_metrics: dict[str, float]) -> str | None:
+        last.update(epoch_metrics, imbalance=imbalance(epoch_metrics))
+        if config.objective == "both":
+            return None  # Optuna cannot prune multi-objective trials
+        trial.report(last["fid"] if config.objective == "fid" else last["imbalance"], epoch)
+        return f"pruned by {type(trial.study.pruner).__name__} after epoch {epoch}" if trial.should_prune() else None
+
+    result = train(trial_config, show_progress=show_progress, extra_tags={
+        "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
+        "optuna.trial_number": str(trial.number), "ganlab.role": "trial"}, after_epoch=after_epoch)
+    trial.set_user_attr("mlflow_run_id", result.run_id)
+    with tracking.store_errors("tagging the trial run"):
+        client.log_metric(result.run_id, "imbalance", last["imbalance"], step=0)
+        if result.status == "KILLED":
+            client.set_tag(result.run_id, "optuna.trial_state", "PRUNED")
+            raise optuna.TrialPruned()
+        client.set_tag(result.run_id, "optuna.trial_state", "COMPLETE")
+    if any(math.isnan(last[key]) for key in ("fid", "imbalance")):
+        raise FloatingPointError(f"trial {trial.number} diverged (NaN)")
+    if config.objective == "both":
+        return last["fid"], last["imbalance"]
+    return last["fid"] if config.objective == "fid" else last["imbalance"]
+
+
+def _best_trials(study: optuna.Study) -> list[dict]:
+    trials = study.best_trials if len(study.directions) > 1 else (
+        [study.best_trial] if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else [])
+    return [{"number": trial.number, "values": trial.values, "params": trial.params,
+             "mlflow_run_id": trial.user_attrs.get("mlflow_run_id")} for trial in trials]
+
+
+def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient, parent_run_id: str,
+                  show_progress: bool) -> dict:
+    """GAN results swing with the seed: the best params again with more seeds, as more nested runs."""
+    best = study.best_trial
+    values = [best.value]
+    confirm_runs = []
+    for seed in range(config.seed + 1, config.seed + config.confirm_seeds):
+        last: dict[str, float] = {}
+
+        def remember(_epoch, epoch_metrics, last=last):
+            last.update(epoch_metrics, imbalance=imbalance(epoch_metrics))
+
+        result = train(config.trial_config(best.params, seed, f"{config.name}-best-s{seed}"),
+                       show_progress=show_progress, after_epoch=remember, extra_tags={
+                           "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
+                           "ganlab.role": "confirm", "ganlab.confirms_trial": str(best.number)})
+        values.append(last["fid"] if config.objective == "fid" else last["imbalance"])
+        confirm_runs.append(result.run_id)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1))
+    return {"trial": best.number, "objective": config.objective, "seeds": list(range(config.seed, config.seed +
+            config.confirm_seeds)), "values": values, "mean": mean, "std": std, "runs": confirm_runs}
+
+
+def _log_study_artifacts(client: MlflowClient, parent_run_id: str, study: optuna.Study, config: TuneConfig,
+                         best: list[dict], confirmation: dict | None) -> None:
+    """Optuna's matplotlib plots, a CSV of every trial and the best params, all on the parent run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        _write_trials_csv(folder / "trials.csv", study)
+        (folder / "best.json").write_text(json.dumps({"best": best, "confirmation": confirmation}, indent=2))
+        for name, figure in _study_figures(study, config):
+            figure.savefig(folder / f"{name}.png", dpi=100)
+            plt.close(figure)
+        with tracking.store_errors("logging the study's artifacts"):
+            client.log_artifacts(parent_run_id, str(folder))
+            states = [trial.state for trial in study.get_trials(deepcopy=False)]
+            metrics = {"trials_complete": states.count(TrialState.COMPLETE),
+                       "trials_pruned": states.count(TrialState.PRUNED),
+                       "trials_failed": states.count(TrialState.FAIL)}
+            if best and config.objective != "both":
+                metrics["best_value"] = best[0]["values"][0]
+            if confirmation:
+                metrics.update(best_value_mean=confirmation["mean"], best_value_std=confirmation["std"])
+            for key, value in metrics.items():
+                client.log_metric(parent_run_id, key, value)
+            if best and config.objective != "both":
+                client.log_batch(parent_run_id, params=[tracking.mlflow_param(f"best.{name}", value)
+                                                        for name, value in best[0]["params"].items()])
+
+
+def _study_figures(study: optuna.Study, config: TuneConfig):
+    """(name, Figure) for each plot that the study's state allows (importances need 2+ complete trials)."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    target_name = {"fid": "FID", "balance": "imbalance"}.get(config.objective)
+    multi = config.objective == "both"
+    target = (lambda trial: trial.values[0]) if multi else None
+    plot_options = {"target": target, "target_name": "FID"} if multi else {"target_name": target_name}
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plots = [("optimization_history", lambda: optuna_plots.plot_optimization_history(study, **plot_options)),
+             ("parallel_coordinate", lambda: optuna_plots.plot_parallel_coordinate(study, **plot_options)),
+             ("slice", lambda: optuna_plots.plot_slice(study, **plot_options)),
+             ("contour", lambda: optuna_plots.plot_contour(study, params=["lr_g", "lr_d"], **plot_options))]
+    if not multi:
+        plots.append(("intermediate_values", lambda: optuna_plots.plot_intermediate_values(study)))
+    if complete >= 2:
+        plots.append(("param_importances", lambda: optuna_plots.plot_param_importances(study, **plot_options)))
+    if multi:
+        plots.append(("pareto_front", lambda: optuna_plots.plot_pareto_front(
+            study, target_names=["FID", "imbalance"])))
+    for name, draw in plots:
+        if complete == 0:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # e.g. a contour needs two distinct values of each param
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        yield name, figure
+
+
+def _write_trials_csv(path: Path, study: optuna.Study) -> None:
+    trials = study.get_trials(deepcopy=False)
+    param_names = sorted({name for trial in trials for name in trial.params})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "state", "values", *param_names, "last_epoch", "mlflow_run_id"])
+        for trial in trials:
+            writer.writerow([trial.number, trial.state.name, json.dumps(trial.values),
+                             *[trial.params.get(name, "") for name in param_names],
+                             trial.last_step if trial.last_step is not None else "",
+                             trial.user_attrs.get("mlflow_run_id", "")])
+
+
+def _retrain_best(best: dict, config: TuneConfig, show_progress: bool) -> str:
+    """The best params as a full run, tagged ganlab.tuned_from, to stand next to the untuned one in the UI."""
+    retrain_config = dataclasses.replace(
+        config.trial_config(best["params"], config.seed, f"{config.arch}-tuned-s{config.seed}"),
+        epochs=config.epochs, eval_every=TrainConfig.eval_every, max_steps=config.max_steps)
+    result = train(retrain_config, show_progress=show_progress,
+                   extra_tags={"ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])})
+    return result.run_id

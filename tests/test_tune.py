@@ -1,0 +1,152 @@
+"""Optuna studies on real data with the real Optuna storage (SQLite, and PostgreSQL shared by two workers) and a real
+MLflow store: the parent run, one nested child per trial, the plots, resume and pruning."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from ganlab.tuning import TuneConfig, run_study
+from helpers import artifact_paths, assert_one_line_error
+
+# A tiny but real study: 640 images at batch 64 is 10 steps an epoch; FID from 500 samples.
+TINY = ["--arch", "mlp-small", "--epochs-per-trial", "2", "--train-images", "640", "--eval-samples", "500",
+        "--no-progress"]
+PLOTS = {"optimization_history.png", "parallel_coordinate.png", "slice.png", "contour.png",
+         "intermediate_values.png", "param_importances.png"}
+
+
+def run_tune(repo_root, data_dir, store_uri, storage, *arguments: str, wait: bool = True):
+    command = [sys.executable, "experiments/tune.py", "--tracking-uri", store_uri, "--storage", storage,
+               "--data-dir", str(data_dir), *TINY, *arguments]
+    if not wait:
+        return subprocess.Popen(command, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
+
+
+def study_runs(client: MlflowClient, study_name: str):
+    """(parent runs, trial runs by trial number, confirmation runs) of one study in the default experiment."""
+    experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`optuna.study_name` = '{study_name}'")
+    parents = [run for run in runs if run.data.tags["ganlab.kind"] == "tune"]
+    trials: dict[int, list] = {}
+    for run in runs:
+        if run.data.tags.get("ganlab.role") == "trial":
+            trials.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
+    confirms = [run for run in runs if run.data.tags.get("ganlab.role") == "confirm"]
+    return parents, trials, confirms
+
+
+def test_tiny_study_logs_parent_children_and_plots_and_resumes(repo_root, data_dir, tmp_path):
+    store_uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/optuna.db"
+    first = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "2", "--pruner", "none",
+                     "--confirm-seeds", "2", "--study-name", "tiny")
+    assert first.returncode == 0, first.stderr
+    assert "study 'tiny': 2 finished trials" in first.stdout and "over seeds [0, 1]: fid" in first.stdout
+
+    client = MlflowClient(store_uri)
+    (parent,), trials, confirms = study_runs(client, "tiny")
+    assert parent.info.status == "FINISHED" and sorted(trials) == [0, 1] and len(confirms) == 1
+    assert json.loads(parent.data.params["search_space"])["lr_g"] == ["log_float", 1e-5, 1e-3]
+    assert parent.data.params["sampler"] == "TPESampler" and parent.data.params["pruner"] == "NopPruner"
+    assert {"trials.csv", "best.json", "search_space.json"} | PLOTS <= artifact_paths(client, parent.info.run_id)
+    for number, (trial_run,) in trials.items():
+        assert trial_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert trial_run.data.tags["optuna.trial_state"] == "COMPLETE"
+        assert [metric.step for metric in client.get_metric_history(trial_run.info.run_id, "fid")] == [1, 2]
+        assert float(trial_run.data.params["lr_g"]) == pytest.approx(
+            optuna.load_study(study_name="tiny", storage=storage).trials[number].params["lr_g"])
+    best = json.loads(Path(client.download_artifacts(parent.info.run_id, "best.json", str(tmp_path))).read_text())
+    assert best["confirmation"]["seeds"] == [0, 1] and len(best["confirmation"]["values"]) == 2
+
+    # The same study name resumes: one more trial to reach 3, the same parent run.
+    again = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "3", "--pruner", "none",
+                     "--confirm-seeds", "1", "--study-name", "tiny")
+    assert again.returncode == 0, again.stderr
+    (parent_again,), trials, _ = study_runs(client, "tiny")
+    assert parent_again.info.run_id == parent.info.run_id and sorted(trials) == [0, 1, 2]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
+
+    # A resumed study must be the same task.
+    changed = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "4", "--study-name", "tiny",
+                       "--epochs-per-trial", "3")
+    assert_one_line_error(changed, "was started with --epochs-per-trial 2")
+
+
+class PruneAfterFirstEpoch(optuna.pruners.BasePruner):
+    """Prunes every trial once it has reported one epoch: makes pruning certain, to test how it is recorded."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.last_step is not None and trial.last_step >= 1
+
+
+def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(data_dir, tmp_path):
+    store_uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/optuna.db"
+    config = TuneConfig(arch="mlp-small", trials=2, epochs_per_trial=3, train_images=640, eval_samples=500,
+                        storage=storage, tracking_uri=store_uri, data_dir=str(data_dir), study_name="pruned")
+    result = run_study(config, show_progress=False, pruner=PruneAfterFirstEpoch())
+    assert result.finished_trials == 2 and result.best == []
+    study = optuna.load_study(study_name="pruned", storage=storage)
+    assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2
+    client = MlflowClient(store_uri)
+    _, trials, _ = study_runs(client, "pruned")
+    for (trial_run,) in trials.values():
+        assert trial_run.info.status == "KILLED" and trial_run.data.tags["optuna.trial_state"] == "PRUNED"
+        assert trial_run.data.tags["ganlab.stopped_early"].startswith("pruned by PruneAfterFirstEpoch")
+        assert [metric.step for metric in client.get_metric_history(trial_run.info.run_id, "fid")] == [1]
+
+
+def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained(data_dir, tmp_path):
+    config = TuneConfig(arch="mlp-small", trials=2, epochs_per_trial=1, train_images=640, eval_samples=500,
+                        objective="both", retrain_best=True, epochs=2, storage=f"sqlite:///{tmp_path}/optuna.db",
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(data_dir))
+    result = run_study(config, show_progress=False)
+    assert 1 <= len(result.best) <= 2 and all(len(best["values"]) == 2 for best in result.best)
+    client = MlflowClient(config.tracking_uri)
+    assert "pareto_front.png" in artifact_paths(client, result.parent_run_id)
+    retrained = client.get_run(result.retrained_run_id)
+    assert retrained.info.status == "FINISHED" and retrained.info.run_name == "mlp-small-tuned-s0"
+    assert retrained.data.tags["ganlab.tuned_from"] == "mlp-small-both" and "mlflow.parentRunId" not in retrained.data.tags
+    assert retrained.data.params["epochs"] == "2" and "model/generator.safetensors" in artifact_paths(
+        client, result.retrained_run_id)
+
+
+def test_two_workers_share_one_postgres_study_and_record_every_trial_once(repo_root, data_dir, tmp_path,
+                                                                          postgres_url):
+    store_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # Workers on many machines share an MLflow server; here they share one SQLite file, whose schema is created
+    # once up front (two processes migrating a new SQLite store at the same instant collide in MLflow itself).
+    MlflowClient(store_uri).search_experiments()
+    workers = [run_tune(repo_root, data_dir, store_uri, postgres_url, "--trials", "4", "--study-name", "shared",
+                        "--confirm-seeds", "1", "--worker", str(index), wait=False) for index in (0, 1)]
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    numbers = [trial.number for trial in study.trials]
+    assert len(numbers) == len(set(numbers)) >= 4
+    assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
+    parents, trials, _ = study_runs(MlflowClient(store_uri), "shared")
+    assert len(parents) == 1
+    assert sorted(trials) == sorted(numbers)
+    for trial in study.trials:
+        (trial_run,) = trials[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == trial_run.info.run_id
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--trials", "0"], "--trials must be positive"),
+    (["--objective", "speed"], "invalid choice: 'speed'"),
+    (["--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot open Optuna storage"),
+])
+def test_bad_settings_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
+    command = [sys.executable, "experiments/tune.py", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+               "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir), *arguments]
+    assert_one_line_error(subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=120),
+                          fragment)
