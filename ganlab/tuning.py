@@ -160,18 +160,27 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained)
 
 
-def open_storage(url: str) -> RDBStorage:
-    """Optuna's RDB storage with heartbeats, so a trial whose worker died is marked failed and retried once."""
+def open_storage(url: str, attempts: int = 3) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats, so a trial whose worker died is marked failed and retried once.
+
+    Workers that start together on a new database race to create Optuna's tables; the loser's error goes away on a
+    second try, so opening is retried before it is reported.
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=60, grace_period=180,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as error:  # SQLAlchemy raises many types: bad URL, missing driver, refused connection
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise GanlabError(f"cannot open Optuna storage {url!r}: {first_line}") from error
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except Exception as error:  # SQLAlchemy raises many types: bad URL, missing driver, refused connection
+            if attempt + 1 < attempts and "import" not in str(error).lower():
+                time.sleep(1 + attempt)
+                continue
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise GanlabError(f"cannot open Optuna storage {url!r}: {first_line}") from error
+    raise AssertionError("unreachable")
 
 
 def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
