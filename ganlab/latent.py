@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ganlab.errors import GanlabError
+from ganlab.metrics.features import sampling_copy
 
 Z_95 = 1.959964  # two-sided 95% normal quantile
 EFFECT_BATCH = 2048  # images per generator/classifier forward pass
@@ -153,7 +154,7 @@ class EffectMeter:
 
     def __init__(self, generator: nn.Module, classifier: nn.Module, latents: torch.Tensor,
                  device: torch.device | str):
-        self.generator, self.classifier, self.device = generator, classifier, device
+        self.generator, self.classifier, self.device = sampling_copy(generator), classifier, device
         self.latents = latents
         self.base_images, self.base_probabilities = self._images_and_probabilities(latents)
 

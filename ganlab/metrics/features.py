@@ -44,6 +44,12 @@ def extract(classifier: FashionClassifier, images: torch.Tensor, device: torch.d
     return FeatureSet(torch.cat(features), torch.cat(logits))
 
 
+def sampling_copy(generator: nn.Module) -> nn.Module:
+    """An eval-mode, channels-last copy of G for sampling: its convolutions run ~3× faster on the CPU, and the
+    caller's model keeps its own mode and memory layout."""
+    return copy.deepcopy(generator).eval().to(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def generate(generator: nn.Module, num_samples: int, latent_dim: int, seed: int, device: torch.device | str,
              batch_size: int = GENERATE_BATCH) -> torch.Tensor:
@@ -53,7 +59,7 @@ def generate(generator: nn.Module, num_samples: int, latent_dim: int, seed: int,
     in about 9 s instead of 30 s), and the copy leaves the training model's memory layout alone.
     """
     latent_rng = torch.Generator().manual_seed(seed)
-    sampler = copy.deepcopy(generator).eval().to(memory_format=torch.channels_last)
+    sampler = sampling_copy(generator)
     images = [sampler(torch.randn(min(batch_size, num_samples - start), latent_dim, generator=latent_rng).to(device))
               for start in range(0, num_samples, batch_size)]
     return torch.cat(images).float().clamp(-1, 1).contiguous()
