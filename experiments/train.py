@@ -6,6 +6,7 @@
     python experiments/train.py --arch cnn --print-models   # print(G), print(D) and parameter counts
     python experiments/train.py --resume RUN_ID             # continue an interrupted run
     python experiments/train.py --arch mlp --max-steps 50   # a smoke run
+    torchrun --nproc-per-node 2 experiments/train.py --arch cnn   # data-parallel on 2 GPUs (gloo on CPUs)
 
 Open the runs with `make ui` (http://127.0.0.1:5000).
 """
@@ -14,7 +15,7 @@ import argparse
 import dataclasses
 
 import ganlab.models
-from ganlab import tracking
+from ganlab import distributed, tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
 from ganlab.errors import GanlabError
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, TrainingInterrupted, config_of_run, train
@@ -49,10 +50,14 @@ def main() -> int:
     try:
         result = train(config, resume_run_id=arguments.resume, show_progress=not arguments.no_progress)
     except TrainingInterrupted as interruption:
+        if not distributed.ranks_from_environment().is_main:
+            return 128 + interruption.signal_number
         print(f"stopped: checkpoint written, run {interruption.run_id} marked KILLED; "
               f"continue with: python experiments/train.py --resume {interruption.run_id}")
         return 128 + interruption.signal_number
 
+    if not distributed.ranks_from_environment().is_main:
+        return 0  # rank 0 reports for the whole torchrun job
     losses = ", ".join(f"{name}={value:.3f}" for name, value in result.final_step_values.items())
     print(f"run {result.run_id} ({config.arch}) finished in {result.wall_seconds:.1f} s: {losses}\n"
           f"  artifacts: {result.artifact_uri}\n"

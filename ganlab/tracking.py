@@ -2,7 +2,8 @@
 
 Training never waits on MLflow: `RunLogger` hands every write to one background thread, in order.
 Per-step values arrive as device tensors and are turned into numbers on that thread, so the training
-loop has no `.item()` and no host sync per step.
+loop has no `.item()` and no host sync per step; the thread passes them to a writer process
+(`ganlab.metric_writer`), so MLflow's Python never competes with training for the GIL.
 """
 
 import contextlib
@@ -12,6 +13,7 @@ import logging
 import os
 import queue
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,12 +34,11 @@ from torch import nn
 
 from ganlab import checkpoint
 from ganlab.errors import GanlabError
+from ganlab.metric_writer import STEP_METRIC_NAMES
 from ganlab.models import build_generator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
-STEP_METRIC_NAMES = ("loss_g", "loss_d", "d_real", "d_fake")  # columns of the per-step value rows
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves the MLflow UI
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 
 for _noisy_logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_noisy_logger).setLevel(logging.WARNING)
@@ -169,16 +170,17 @@ def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int) -> 
         client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/evaluate.json")
 
 
-def start_derived_run(client: MlflowClient, source_run, kind: str, run_name: str, params: dict[str, object],
+def start_derived_run(client: MlflowClient, source_run, kind: str, script: str, params: dict[str, object],
                       experiment: str | None = None) -> tuple[str, str]:
-    """A new run that analyses `source_run` (same experiment unless named): tagged `ganlab.kind` and
-    `ganlab.source_run_id`, so the UI can filter analyses and trace them back. Returns (run id, experiment id)."""
+    """A new run that analyses `source_run` (same experiment unless named), named KIND-SOURCE (e.g.
+    latent-analysis-mlp-s0) and tagged `ganlab.kind` and `ganlab.source_run_id`, so the UI can filter analyses
+    and trace them back. Returns (run id, experiment id)."""
     experiment_id = (get_or_create_experiment(client, experiment) if experiment
                      else source_run.info.experiment_id)
     with store_errors("creating the analysis run"):
-        run = client.create_run(experiment_id, run_name=run_name, tags={
+        run = client.create_run(experiment_id, run_name=f"{kind}-{source_run.info.run_name}", tags={
             "ganlab.kind": kind, "ganlab.source_run_id": source_run.info.run_id,
-            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": run_name})
+            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": script})
         client.log_batch(run.info.run_id, params=[mlflow_param(name, value) for name, value in params.items()])
     return run.info.run_id, experiment_id
 
@@ -207,8 +209,15 @@ class RunLogger:
         self.latest_step_values: dict[str, float] = {}  # for the progress bar; written by the worker
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._error: BaseException | None = None
+        # Its own session: Ctrl-C reaches training, which flushes through it; it ends when its stdin closes,
+        # also when training is killed.
+        self._metric_writer = subprocess.Popen(
+            [sys.executable, "-m", "ganlab.metric_writer", client.tracking_uri, run_id],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            start_new_session=True)
         self._worker = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
         self._worker.start()
+        self.submit(self._await_metric_writer)  # so wait() also covers its start-up (imports: a CPU second)
 
     # Submitting work (training thread).
 
@@ -260,6 +269,9 @@ class RunLogger:
         finally:
             self._tasks.put(None)
             self._worker.join(timeout=60)
+            with contextlib.suppress(OSError):  # already gone: its error, if any, was raised above
+                self._metric_writer.stdin.close()
+            self._metric_writer.wait(timeout=60)
             with store_errors(f"marking run {self.run_id} {status}"):
                 self.client.set_terminated(self.run_id, status=status)
 
@@ -278,20 +290,45 @@ class RunLogger:
             finally:
                 self._tasks.task_done()
 
+    def _await_metric_writer(self) -> None:
+        reply = self._metric_writer.stdout.readline().strip()
+        if reply != "ready":
+            raise GanlabError(f"the metric writer process did not start (exit {self._metric_writer.wait()})")
+
     def _write_step_values(self, first_step: int, step_values: torch.Tensor) -> None:
         rows = step_values.cpu().tolist()  # waits for the device here, on this thread only
-        timestamp = _now_ms()
-        metrics = [Metric(name, value, timestamp, first_step + offset)
-                   for offset, row in enumerate(rows) if first_step + offset > self.skip_steps_through
-                   for name, value in zip(STEP_METRIC_NAMES, row)]
-        for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_BATCH])
+        already_logged = max(0, min(len(rows), self.skip_steps_through - first_step + 1))
+        if len(rows) > already_logged:
+            self._metric_writer.stdin.write(json.dumps({"first_step": first_step + already_logged,
+                                                        "rows": rows[already_logged:]}) + "\n")
+            self._metric_writer.stdin.flush()
+            reply = self._metric_writer.stdout.readline().strip()  # an I/O wait: the GIL is free meanwhile
+            if reply != "ok":
+                raise GanlabError(reply.removeprefix("error: ") if reply else
+                                  f"the metric writer process ended (exit {self._metric_writer.poll()})")
         if rows:
             self.latest_step_values = dict(zip(STEP_METRIC_NAMES, rows[-1]))
 
     def _raise_pending_error(self) -> None:
         if self._error is not None:
             raise GanlabError(f"writing to the tracking store failed: {_first_line(self._error)}") from self._error
+
+
+class NullRunLogger:
+    """RunLogger's interface, writing nothing: for the ranks other than 0 of a torchrun job and for the
+    untracked runs a benchmark compares against."""
+
+    latest_step_values: dict[str, float] = {}
+
+    def log_step_values(self, first_step: int, step_values: torch.Tensor) -> None: ...
+    def log_epoch(self, epoch: int, metrics: dict, sample_grid: np.ndarray) -> None: ...
+    def log_params(self, params: dict[str, object]) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_figure(self, figure, artifact_file: str) -> None: ...
+    def log_artifact(self, local_path: Path, artifact_path: str) -> None: ...
+    def wait(self) -> None: ...
+    def close(self, status: str) -> None: ...
 
 
 def publish_checkpoint(run_logger: RunLogger, checkpoint_dir: Path, artifact_dir: Path | None) -> None:
@@ -311,6 +348,15 @@ def fetch_checkpoint_dir(client: MlflowClient, run_id: str, download_root: Path)
         return Path(client.download_artifacts(run_id, "checkpoint", str(download_root)))
     except MlflowException as error:
         raise GanlabError(f"run {run_id} has no checkpoint to resume from") from error
+
+
+def artifact_bytes(client: MlflowClient, run_id: str, path: str) -> bytes | None:
+    """The content of one artifact file, or None when the run does not have it."""
+    with tempfile.TemporaryDirectory() as download_dir:
+        try:
+            return Path(client.download_artifacts(run_id, path, download_dir)).read_bytes()
+        except (MlflowException, OSError):
+            return None
 
 
 def is_unfinished(status: str) -> bool:

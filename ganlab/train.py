@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 import ganlab
-from ganlab import checkpoint, data, metrics, tracking
+from ganlab import checkpoint, data, distributed, metrics, tracking
 from ganlab.cli import option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, IMAGE_SHAPE, build_models, count_parameters, model_summary
@@ -100,6 +100,8 @@ class TrainResult:
     wall_seconds: float
     artifact_uri: str
     run_url: str
+    steps_run: int  # optimizer steps taken by this call (a resumed run counts only its new ones)
+    step_seconds: float  # time spent in those steps, without data loading, epoch ends and evaluation
 
 
 def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
@@ -166,8 +168,10 @@ def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.
     # Generator: make D call the fakes real (the non-saturating loss of Goodfellow et al.).
     optimizer_g.zero_grad(set_to_none=True)
     fake_images = generator(latents)
-    loss_g = nn.functional.binary_cross_entropy(discriminator(as_seen_by_d(fake_images)), generator_labels)
-    loss_g.backward()
+    # D's gradients from this backward are thrown away below; under DDP, no_sync spares averaging them.
+    with getattr(discriminator, "no_sync", contextlib.nullcontext)():
+        loss_g = nn.functional.binary_cross_entropy(discriminator(as_seen_by_d(fake_images)), generator_labels)
+        loss_g.backward()
     optimizer_g.step()
 
     # Discriminator: real → 1, the same fakes (detached) → 0, averaged as in the reports.
@@ -185,19 +189,26 @@ def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.
 
 def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: bool = True,
           extra_tags: dict[str, str] | None = None,
-          after_epoch: Callable[[int, dict[str, float]], str | None] | None = None) -> TrainResult:
+          after_epoch: Callable[[int, dict[str, float]], str | None] | None = None,
+          track: bool = True) -> TrainResult:
     """Train one GAN as one MLflow run (new, or `resume_run_id` continued) and return the summary.
 
     `extra_tags` go on a new run (a tuning study nests its trials with `mlflow.parentRunId`). `after_epoch` sees
     each epoch's metrics once its checkpoint is written; when it returns a reason, training stops there and the run
-    ends KILLED with tag `ganlab.stopped_early` (how a pruned Optuna trial ends).
+    ends KILLED with tag `ganlab.stopped_early` (how a pruned Optuna trial ends). `track=False` trains with no run,
+    checkpoint or evaluation (the benchmark's measure of what tracking costs). Under torchrun every rank calls this;
+    rank 0 alone tracks.
     """
     wall_start = time.perf_counter()
     config.validate()
-    device = resolve_device(config.device)
+    ranks = distributed.ranks_from_environment()
+    device = distributed.start(ranks, resolve_device(config.device))
+    rank_batch_size = distributed.rank_batch_size(config.batch_size, ranks)
+    tracked = track and ranks.is_main
 
     # Connect to the tracking store first: a bad URI should fail before minutes of data loading.
-    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri)) \
+        if tracked or resume_run_id else None
 
     # Load the training set onto the device once, scaled to [-1, 1] there.
     data_dir = data.resolve_data_dir(config.data_dir)
@@ -210,7 +221,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     if steps_per_epoch == 0:
         raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(all_real_images)} training images")
     total_steps = min(steps_per_epoch * config.epochs, config.max_steps or sys.maxsize)
-    evaluator = metrics.Evaluator(data_dir, device) if config.eval_every else None
+    evaluator = metrics.Evaluator(data_dir, device) if config.eval_every and tracked else None
 
     # Construct networks, optimizers and the random streams, all from the seed.
     torch.manual_seed(config.seed)
@@ -226,8 +237,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
                                 generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
 
     # Open the MLflow run: a new one, or the resumed one with its checkpoint restored.
-    experiment_id = tracking.get_or_create_experiment(client, config.experiment)
-    if resume_run_id is None:
+    experiment_id = tracking.get_or_create_experiment(client, config.experiment) if tracked else ""
+    if not tracked:
+        run_logger, run_id, run_artifact_uri = tracking.NullRunLogger(), resume_run_id or "", ""
+    elif resume_run_id is None:
         with tracking.store_errors("creating the run"):
             run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
                                     tags={**_run_tags(config), **(extra_tags or {})})
@@ -235,6 +248,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         run_logger.log_params({
             **dataclasses.asdict(config),
             "device_resolved": str(device),
+            "world_size": ranks.world_size,  # processes under torchrun, each training on batch_size / world_size
             "steps_per_epoch": steps_per_epoch,
             "generator_parameters": count_parameters(generator),
             "discriminator_parameters": count_parameters(discriminator),
@@ -246,19 +260,21 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
             run_logger.set_tags(metrics.protocol(config.eval_samples))
         run_logger.log_text(json.dumps(dataclasses.asdict(config), indent=2), "config/train_config.json")
         run_logger.log_text(model_summary(generator, discriminator), "model/summary.txt")
-        resumed_state = None
+        run_id, run_artifact_uri = run.info.run_id, run.info.artifact_uri
     else:
         run = tracking.get_run(client, resume_run_id)
         run_logger = tracking.RunLogger(
             client, resume_run_id,
             skip_steps_through=tracking.last_logged_step(client, resume_run_id, "loss_g"),
             skip_epochs_through=tracking.last_logged_step(client, resume_run_id, "epoch_loss_g"))
+        client.update_run(resume_run_id, status="RUNNING")
+        run_id, run_artifact_uri = resume_run_id, run.info.artifact_uri
+    resumed_state = None
+    if resume_run_id is not None:  # every rank restores the same state, optimizers included
         with tempfile.TemporaryDirectory() as download_root:
             resumed_state = checkpoint.load_checkpoint(
                 tracking.fetch_checkpoint_dir(client, resume_run_id, Path(download_root)))
-        client.update_run(resume_run_id, status="RUNNING")
-    run_id = run.info.run_id
-    artifact_dir = tracking.local_artifact_dir(client, run_id)
+    artifact_dir = tracking.local_artifact_dir(client, run_id) if tracked else None
     checkpoint_dir = artifact_dir / "checkpoint" if artifact_dir else Path(tempfile.mkdtemp(prefix="ganlab-ckpt-"))
 
     epoch, step_in_epoch, global_step = 0, 0, 0
@@ -280,8 +296,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         step_values.copy_(tensors["epoch_step_values"])
         epoch_seconds_before = resumed_state.info["epoch_seconds_before"]
 
+    # Under torchrun: DDP averages the gradients over the ranks. The plain modules stay for sampling and saving.
+    train_generator = distributed.wrap(generator, ranks)
+    train_discriminator = distributed.wrap(discriminator, ranks)
+
     def save_training_state() -> None:
         """Checkpoint after everything logged so far is in the store (so a resume never misses a step)."""
+        if not tracked:
+            return
         run_logger.wait()
         optimizer_g_tensors, optimizer_g_groups = checkpoint.optimizer_to_tensors("optimizer_g", optimizer_g)
         optimizer_d_tensors, optimizer_d_groups = checkpoint.optimizer_to_tensors("optimizer_d", optimizer_d)
@@ -309,41 +331,58 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         stop_signal.append(signal_number)
 
     previous_handlers = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
-    progress = tqdm(total=total_steps, initial=global_step, unit="step", disable=not show_progress,
+    stopping = False  # under torchrun the ranks agree on it every FLUSH_EVERY_STEPS steps, so all stop together
+    steps_run, step_seconds = 0, 0.0
+    progress = tqdm(total=total_steps, initial=global_step, unit="step",
+                    disable=not (show_progress and ranks.is_main),
                     dynamic_ncols=True, file=sys.stderr)
+    run_logger.wait()  # the run's set-up writes land before the first step, not beside the loop
     try:
         # The loop: epochs of shuffled batches from the device-resident images.
         while global_step < total_steps and epoch < config.epochs:
             progress.set_description(f"{config.arch} epoch {epoch + 1}/{config.epochs}")
             epoch_start = time.perf_counter()
             first_unflushed = step_in_epoch
-            while step_in_epoch < steps_per_epoch and global_step < total_steps and not stop_signal:
+            steps_before = global_step
+            while step_in_epoch < steps_per_epoch and global_step < total_steps and not stopping:
+                # This rank's share of the global batch of images and latents (all of it in a single process):
+                # N ranks then see exactly what one process sees.
+                rank_share = slice(ranks.rank * rank_batch_size, (ranks.rank + 1) * rank_batch_size)
                 batch_indices = epoch_order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
-                real_images = all_real_images[batch_indices.to(device)]
-                latents = torch.randn(config.batch_size, config.latent_dim, device=device, generator=latent_rng)
+                real_images = all_real_images[batch_indices[rank_share].to(device)]
+                latents = torch.randn(config.batch_size, config.latent_dim, device=device,
+                                      generator=latent_rng)[rank_share]
                 step_values[step_in_epoch] = gan_step(
-                    generator, discriminator, optimizer_g, optimizer_d, real_images, latents,
+                    train_generator, train_discriminator, optimizer_g, optimizer_d, real_images, latents,
                     real_label=1.0 - config.label_smoothing, instance_noise=config.instance_noise,
                     noise_rng=latent_rng, update_d=global_step % config.d_update_every == 0)
                 step_in_epoch += 1
                 global_step += 1
                 progress.update()
+                if not ranks.is_distributed:
+                    stopping = bool(stop_signal)
                 if step_in_epoch - first_unflushed == FLUSH_EVERY_STEPS:
-                    run_logger.log_step_values(global_step - FLUSH_EVERY_STEPS + 1,
-                                               step_values[first_unflushed:step_in_epoch].clone())
+                    run_logger.log_step_values(global_step - FLUSH_EVERY_STEPS + 1, distributed.mean_over_ranks(
+                        step_values[first_unflushed:step_in_epoch].clone(), ranks))
                     first_unflushed = step_in_epoch
                     progress.set_postfix({name: f"{value:.3f}" for name, value in run_logger.latest_step_values.items()})
+                    stopping = distributed.any_rank(bool(stop_signal), ranks)
             if step_in_epoch > first_unflushed:
                 run_logger.log_step_values(global_step - (step_in_epoch - first_unflushed) + 1,
-                                           step_values[first_unflushed:step_in_epoch].clone())
+                                           distributed.mean_over_ranks(
+                                               step_values[first_unflushed:step_in_epoch].clone(), ranks))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # once per epoch, for an honest epoch time
             epoch_seconds_before += time.perf_counter() - epoch_start
+            steps_run += global_step - steps_before
+            step_seconds += time.perf_counter() - epoch_start
 
-            if stop_signal:
+            if distributed.any_rank(bool(stop_signal), ranks):
+                # The checkpoint keeps this epoch's step values for its means: those of all ranks.
+                step_values = distributed.mean_over_ranks(step_values, ranks)
                 save_training_state()
                 run_logger.close("KILLED")
-                raise TrainingInterrupted(stop_signal[0], run_id)
+                raise TrainingInterrupted(stop_signal[0] if stop_signal else signal.SIGTERM, run_id)
 
             # End of epoch: the fixed-latent sample grid, the epoch means and, now and then, the quality
             # metrics; then a checkpoint.
@@ -351,7 +390,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
             with torch.no_grad():
                 sample_grid = image_grid(generator(fixed_latents))
             generator.train()
-            epoch_means = step_values[:step_in_epoch].mean(dim=0)
+            epoch_means = distributed.mean_over_ranks(step_values[:step_in_epoch].mean(dim=0), ranks)
             epoch_metrics = {
                 **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
                 "epoch_d_gap": epoch_means[2] - epoch_means[3],  # mean D(x) − mean D(G(z)): 1 when D wins outright
@@ -371,13 +410,15 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
                 progress.close()
                 run_logger.set_tags({"ganlab.stopped_early": stop_reason})
                 run_logger.close("KILLED")
-                return _result(client, run, experiment_id, "KILLED", wall_start)
+                return _result(client, run_id, run_artifact_uri, experiment_id, "KILLED", wall_start,
+                               steps_run, step_seconds)
 
         # After training: final weights, the config to rebuild G, and the curves from the store.
         progress.close()
-        _log_final_model(run_logger, config, generator, discriminator, run_id, epoch, global_step)
-        run_logger.wait()
-        _log_curves(run_logger, client, run_id, steps_per_epoch)
+        if tracked:
+            _log_final_model(run_logger, config, generator, discriminator, run_id, epoch, global_step)
+            run_logger.wait()
+            _log_curves(run_logger, client, run_id, steps_per_epoch)
         run_logger.close("FINISHED")
     except TrainingInterrupted:
         raise
@@ -390,18 +431,21 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         progress.close()
         for number, handler in previous_handlers.items():
             signal.signal(number, handler)
+        if ranks.is_distributed:
+            distributed.stop()
 
-    return _result(client, run, experiment_id, "FINISHED", wall_start)
+    return _result(client, run_id, run_artifact_uri, experiment_id, "FINISHED", wall_start, steps_run, step_seconds)
 
 
-def _result(client: MlflowClient, run, experiment_id: str, status: str, wall_start: float) -> TrainResult:
-    run_id = run.info.run_id
-    final_metrics = client.get_run(run_id).data.metrics
+def _result(client: MlflowClient | None, run_id: str, artifact_uri: str, experiment_id: str, status: str,
+            wall_start: float, steps_run: int, step_seconds: float) -> TrainResult:
+    final_metrics = client.get_run(run_id).data.metrics if client is not None and artifact_uri else {}
     return TrainResult(
         run_id=run_id, experiment_id=experiment_id, status=status,
         final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
-        wall_seconds=time.perf_counter() - wall_start, artifact_uri=run.info.artifact_uri,
-        run_url=tracking.run_url(experiment_id, run_id))
+        wall_seconds=time.perf_counter() - wall_start, artifact_uri=artifact_uri,
+        run_url=tracking.run_url(experiment_id, run_id) if artifact_uri else "",
+        steps_run=steps_run, step_seconds=step_seconds)
 
 
 def _evaluate(evaluator: metrics.Evaluator, generator: nn.Module, config: TrainConfig,

@@ -1,7 +1,9 @@
 """Helpers shared by the tests that run ganlab's scripts as real subprocesses against a real MLflow store."""
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -49,3 +51,18 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, timeout: float = 120) -> None:
+    """Poll the run's checkpoint manifest until it records `epoch` finished epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for manifest in store_dir.glob("artifacts/*/artifacts/checkpoint/checkpoint.json"):
+            try:
+                if json.loads(manifest.read_text())["epoch"] >= epoch:
+                    return
+            except (OSError, json.JSONDecodeError, KeyError):
+                pass
+        assert process.poll() is None, f"training ended before epoch {epoch}: {process.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint for epoch {epoch} within {timeout} s")

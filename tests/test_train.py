@@ -1,10 +1,8 @@
 """experiments/train.py end to end, as real subprocesses on the real data and a real SQLite MLflow store."""
 
-import json
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,27 +12,12 @@ from mlflow import MlflowClient
 from ganlab import tracking
 from ganlab.train import TrainConfig
 from helpers import (artifact_paths, assert_one_line_error, final_weights, only_run, run_train, step_history,
-                     train_command)
+                     train_command, wait_for_checkpoint)
 
 # A small but real configuration: 1280 images at batch 64 is 20 steps an epoch.
 SMALL_RUN = ["--arch", "mlp", "--train-images", "1280", "--batch-size", "64", "--seed", "3", "--eval-every", "0"]
 SMALL_RUN_EPOCHS = 30
 SMALL_RUN_STEPS = 20 * SMALL_RUN_EPOCHS
-
-
-def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, timeout: float = 120) -> None:
-    """Poll the run's checkpoint manifest until it records `epoch` finished epochs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for manifest in store_dir.glob("artifacts/*/artifacts/checkpoint/checkpoint.json"):
-            try:
-                if json.loads(manifest.read_text())["epoch"] >= epoch:
-                    return
-            except (OSError, json.JSONDecodeError, KeyError):
-                pass
-        assert process.poll() is None, f"training ended before epoch {epoch}: {process.communicate()}"
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint for epoch {epoch} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
