@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= sqlite:///mlruns/mlflow.db
 
-.PHONY: demo test data ui clean-venv
+.PHONY: demo test data ui report clean-venv
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: data
 
 test: data
 	$(BIN)/python -m pytest -q
+
+# The whole lab as one HTML file: trains what is missing (short CPU defaults), studies, writes report.html.
+report: data
+	$(BIN)/python analysis/report.py --train-missing --overwrite --out report.html
 
 ui: $(BIN)/.installed
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000

@@ -146,3 +146,34 @@ def direction_comparison(groups: dict[str, list[tuple[str, float, float, float]]
     axes.set_ylabel("flip rate (95% Wilson interval)")
     axes.set_title(title)
     return figure
+
+
+def run_overlay(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], xlabel: str, title: str,
+                smoothing_window: int = 1) -> Figure:
+    """One panel per quantity (e.g. "G loss"), one line per run; lines are moving averages of `smoothing_window`."""
+    figure = Figure(figsize=(6 * len(panels), 4.2), layout="constrained")
+    for panel_index, (quantity, runs) in enumerate(panels.items()):
+        axes = figure.add_subplot(1, len(panels), panel_index + 1)
+        for run_name, (x_values, y_values) in runs.items():
+            if len(x_values):
+                axes.plot(x_values, moving_average(y_values, smoothing_window), linewidth=1.5, label=run_name,
+                          marker="o" if len(x_values) <= 30 else None, markersize=3)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(quantity)
+        axes.set_title(quantity if smoothing_window == 1 else f"{quantity} (moving average of {smoothing_window})")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def grids_side_by_side(grids: dict[str, np.ndarray], title: str) -> Figure:
+    """Sample grids (uint8 images) next to each other, each captioned with its run."""
+    figure = Figure(figsize=(3.2 * len(grids), 3.6), layout="constrained")
+    for index, (caption, grid) in enumerate(grids.items()):
+        axes = figure.add_subplot(1, len(grids), index + 1)
+        axes.imshow(grid, cmap="gray", vmin=0, vmax=255)
+        axes.set_title(caption, fontsize="small")
+        axes.axis("off")
+    figure.suptitle(title)
+    return figure

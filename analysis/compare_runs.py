@@ -1,0 +1,74 @@
+"""Compare tracked training runs: overlaid curves, last sample grids side by side, a table of params and metrics.
+
+    python analysis/compare_runs.py --experiment fashion-mnist-gan      # every finished training run in it
+    python analysis/compare_runs.py --run-ids ID1,ID2,ID3                # these runs
+    python analysis/compare_runs.py --experiment fashion-mnist-gan --out comparison/   # also keep the files
+
+The figures and tables (losses.png, d_outputs.png, fid.png, last_samples.png, table.md, table.csv) are logged
+as a new run tagged ganlab.kind=comparison. Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ganlab import comparison, tracking
+from ganlab.cli import ArgumentParser, run_script
+from ganlab.errors import GanlabError
+
+
+def main() -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--experiment", help="compare every finished training run of this MLflow experiment")
+    source.add_argument("--run-ids", help="compare these training runs (comma-separated ids)")
+    parser.add_argument("--smoothing", type=int, default=100, help="moving-average window of the step curves (default: 100)")
+    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
+    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments = parser.parse_args()
+    if arguments.smoothing < 1:
+        raise GanlabError(f"--smoothing must be at least 1, got {arguments.smoothing}")
+    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
+        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+    run_ids = [run_id.strip() for run_id in arguments.run_ids.split(",") if run_id.strip()] if arguments.run_ids else None
+    if arguments.run_ids is not None and not run_ids:
+        raise GanlabError("--run-ids is empty")
+
+    client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+    runs = comparison.training_runs(client, arguments.experiment, run_ids)
+    histories = [comparison.read_history(client, run)
+                 for run in tqdm(runs, desc="reading runs", unit="run", disable=arguments.no_progress)]
+
+    experiment_id = runs[0].info.experiment_id
+    with tracking.store_errors("creating the comparison run"):
+        comparison_run = client.create_run(experiment_id, run_name=f"comparison-{len(runs)}-runs", tags={
+            "ganlab.kind": "comparison", "ganlab.compared_runs": ",".join(run.info.run_id for run in runs),
+            "mlflow.source.name": "analysis/compare_runs.py"})
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            out_dir = arguments.out or Path(scratch)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            comparison.write_comparison(histories, out_dir, arguments.smoothing)
+            with tracking.store_errors("logging the comparison"):
+                client.log_batch(comparison_run.info.run_id, params=[
+                    tracking.mlflow_param("run_names", ",".join(history.name for history in histories)),
+                    tracking.mlflow_param("smoothing", arguments.smoothing)])
+            tracking.finish_derived_run(client, comparison_run.info.run_id, out_dir, {"runs_compared": float(len(runs))})
+    except BaseException:
+        client.set_terminated(comparison_run.info.run_id, "FAILED")
+        raise
+
+    print((out_dir / "table.md").read_text() if arguments.out else comparison.table_markdown(
+        comparison.table_rows(runs)), end="")
+    print(f"compared {len(runs)} runs; logged as run {comparison_run.info.run_id}\n"
+          + (f"  files: {arguments.out}\n" if arguments.out else "")
+          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, comparison_run.info.run_id)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,167 @@
+"""analysis/compare_runs.py and analysis/report.py on real tiny runs; the report opened in headless Chromium."""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from helpers import artifact_paths, assert_one_line_error, run_train
+
+TINY_STUDY = ["--stats-samples", "64", "--random-directions", "4", "--factor-directions", "2", "--no-progress"]
+COMPARISON_FILES = {"losses.png", "d_outputs.png", "fid.png", "last_samples.png", "table.csv", "table.md"}
+
+
+def run_script(repo_root, script: str, *arguments: str):
+    return subprocess.run([sys.executable, script, *arguments], cwd=repo_root, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def lab_store(tmp_path_factory, repo_root, data_dir):
+    """A store holding what the report needs, tiny: mlp and mlp-small runs with metrics, a latent study."""
+    store_dir = tmp_path_factory.mktemp("lab")
+    store_uri = f"sqlite:///{store_dir}/mlflow.db"
+    for arch, epochs in (("mlp-small", "2"), ("mlp", "1")):
+        result = run_train(repo_root, store_uri, data_dir, "--arch", arch, "--train-images", "1280", "--epochs", epochs,
+                           "--eval-every", "1", "--eval-samples", "500")
+        assert result.returncode == 0, result.stderr
+    client = MlflowClient(store_uri)
+    experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
+    run_ids = {run.info.run_name: run.info.run_id for run in client.search_runs([experiment_id])}
+    study = run_script(repo_root, "analysis/latent_effects.py", "--run-id", run_ids["mlp-s0"], "--tracking-uri",
+                       store_uri, *TINY_STUDY)
+    assert study.returncode == 0, study.stderr
+    return store_uri, run_ids
+
+
+def test_compare_runs_overlays_the_runs_and_logs_a_comparison_run(repo_root, lab_store, tmp_path):
+    store_uri, run_ids = lab_store
+    result = run_script(repo_root, "analysis/compare_runs.py", "--run-ids", f"{run_ids['mlp-s0']},{run_ids['mlp-small-s0']}",
+                        "--tracking-uri", store_uri, "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert {path.name for path in (tmp_path / "out").iterdir()} == COMPARISON_FILES
+    with (tmp_path / "out" / "table.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["mlp-s0", "mlp-small-s0"]
+    assert all(float(row["fid"]) > 0 and row["eval.feature_space"] == "fmnist-cnn-v1" for row in rows)
+    assert "| mlp-s0 |" in result.stdout and "fmnist-cnn-v1 feature space" in result.stdout
+
+    client = MlflowClient(store_uri)
+    experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
+    (comparison,) = client.search_runs([experiment_id], "tags.`ganlab.kind` = 'comparison'")
+    assert comparison.info.status == "FINISHED"
+    assert comparison.data.tags["ganlab.compared_runs"] == f"{run_ids['mlp-s0']},{run_ids['mlp-small-s0']}"
+    assert artifact_paths(client, comparison.info.run_id) == COMPARISON_FILES
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--experiment", "no-such-experiment"], "no MLflow experiment named 'no-such-experiment'"),
+    (["--run-ids", "0123456789abcdef0123456789abcdef"], "0123456789abcdef0123456789abcdef"),
+    (["--experiment", "x", "--smoothing", "0"], "--smoothing"),
+])
+def test_compare_runs_bad_input_is_a_one_line_error(repo_root, lab_store, arguments, fragment):
+    store_uri, _ = lab_store
+    assert_one_line_error(run_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, *arguments),
+                          fragment)
+
+
+def test_compare_runs_refuses_a_run_that_is_not_training(repo_root, lab_store):
+    store_uri, _ = lab_store
+    client = MlflowClient(store_uri)
+    experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
+    (study,) = client.search_runs([experiment_id], "tags.`ganlab.kind` = 'latent-analysis'")
+    result = run_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, "--run-ids",
+                        study.info.run_id)
+    assert_one_line_error(result, "is not a ganlab training run")
+
+
+def chromium_driver():
+    """Debian's chromium and chromedriver through Selenium; skipped where missing unless CI requires them."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        message = "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("GANLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1300,3000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def test_report_opens_in_chromium_with_every_image_decoded(repo_root, lab_store, tmp_path):
+    store_uri, run_ids = lab_store
+    report_path = tmp_path / "report.html"
+    result = run_script(repo_root, "analysis/report.py", "--experiment", "fashion-mnist-gan", "--tracking-uri",
+                        store_uri, "--out", str(report_path))
+    assert result.returncode == 0, result.stderr
+    assert str(report_path) in result.stdout
+    page = report_path.read_text()
+    assert "http://" not in page.replace("http://127.0.0.1:5000", "") and "src=\"file:" not in page  # self-contained
+    assert "BatchNorm1d(256, eps=0.8" in page and "fmnist-cnn-v1" in page
+    for heading in ("1. The models", "2. Training", "3. Samples", "4. Eight images", "5. The latent study",
+                    "6. MLP vs CNN vs tuned CNN"):
+        assert heading in page, heading
+    # Every figure names the run it came from.
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page, flags=re.S)
+    assert len(captions) >= 15
+    assert all(any(run_id[:8] in caption for run_id in run_ids.values()) or "latent" in caption.lower()
+               or "run " in caption for caption in captions), captions
+
+    driver = chromium_driver()
+    try:
+        driver.get(report_path.as_uri())
+        sizes = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            Promise.all(Array.from(document.images).map(image => image.decode()
+                .then(() => [image.naturalWidth, image.naturalHeight]).catch(() => [0, 0]))).then(done);""")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        screenshot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(screenshot))
+    finally:
+        driver.quit()
+    assert errors == []
+    assert len(sizes) >= 15 and all(width > 0 and height > 0 for width, height in sizes), sizes
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 10_000
+
+
+def test_report_never_overwrites_silently_and_names_a_missing_experiment(repo_root, lab_store, tmp_path):
+    store_uri, _ = lab_store
+    existing = tmp_path / "report.html"
+    existing.write_text("my notes")
+    result = run_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--out", str(existing))
+    assert_one_line_error(result, "--overwrite")
+    assert existing.read_text() == "my notes"
+    result = run_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--experiment", "nope",
+                        "--out", str(tmp_path / "new.html"))
+    assert_one_line_error(result, "no MLflow experiment named 'nope'")
+    assert not (tmp_path / "new.html").exists()
+
+
+def test_make_report_trains_only_what_is_missing(repo_root, data_dir, tmp_path):
+    from ganlab import lab, tracking
+
+    store_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = tracking.connect(store_uri)
+    tiny = {"train_arguments": ("--train-images", "640", "--eval-samples", "200", "--data-dir", str(data_dir),
+                                "--no-progress"),
+            "study_arguments": tuple(TINY_STUDY)}
+    first = lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny)
+    assert [command.split()[1] for command in first] == ["experiments/train.py"] * 3 + ["analysis/latent_effects.py"]
+    assert [command.split()[3] for command in first[:3]] == ["mlp", "mlp-small", "cnn"]
+    runs = lab.find_lab_runs(client, "lab")
+    assert list(runs.by_arch) == ["mlp", "mlp-small", "cnn"]
+    assert runs.latent.data.tags["ganlab.source_run_id"] == runs.by_arch["mlp"].info.run_id
+    assert runs.latent.info.run_name == "latent-analysis-mlp-s0"
+    assert lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny) == []
