@@ -225,7 +225,7 @@ def _tuning_section(report: HtmlReport, lab: LabRuns) -> None:
         report.note("No tuning study in this experiment: python experiments/tune.py")
         return
     for path in TUNING_FIGURES:
-        report.artifact_image(lab.study, f"plots/{path}", path.removesuffix(".png").replace("_", " ").capitalize())
+        report.artifact_image(lab.study, path, path.removesuffix(".png").replace("_", " ").capitalize())
     best = tracking.artifact_bytes(report.client, lab.study.info.run_id, "best.json")
     if best:
         report.preformatted(json.dumps(json.loads(best), indent=2), f"best.json of study run {run_label(lab.study)}")
