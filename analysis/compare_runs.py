@@ -53,6 +53,7 @@ def main() -> int:
             out_dir = arguments.out or Path(scratch)
             out_dir.mkdir(parents=True, exist_ok=True)
             comparison.write_comparison(histories, out_dir, arguments.smoothing)
+            table = (out_dir / "table.md").read_text()
             with tracking.store_errors("logging the comparison"):
                 client.log_batch(comparison_run.info.run_id, params=[
                     tracking.mlflow_param("run_names", ",".join(history.name for history in histories)),
@@ -62,8 +63,7 @@ def main() -> int:
         client.set_terminated(comparison_run.info.run_id, "FAILED")
         raise
 
-    print((out_dir / "table.md").read_text() if arguments.out else comparison.table_markdown(
-        comparison.table_rows(runs)), end="")
+    print(table, end="")
     print(f"compared {len(runs)} runs; logged as run {comparison_run.info.run_id}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
           + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, comparison_run.info.run_id)}")

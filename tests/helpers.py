@@ -10,6 +10,9 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+# A latent study small enough for tests: few samples for the statistics, few random and factor directions.
+SMALL_STUDY = ["--stats-samples", "64", "--random-directions", "4", "--factor-directions", "2", "--no-progress"]
+
 
 def train_command(store_uri: str, data_dir: Path, *arguments: str) -> list[str]:
     return [sys.executable, "experiments/train.py", "--no-progress", "--tracking-uri", store_uri,

@@ -17,14 +17,13 @@ from ganlab.latent import (EffectMeter, check_dims, ganspace_directions, random_
 from ganlab.latent_study import load_latent_file
 from ganlab.metrics.classifier import load_classifier
 from ganlab.models import build_generator
-from helpers import artifact_paths, assert_one_line_error, only_run, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, only_run, run_train
 
 STUDY_FILES = {"base.png", "perturbation_grid.png", "magnitude_comparison.png", "dimension_comparison.png",
                "set_value_comparison.png", "base.json", "perturbation_grid.json", "magnitude_comparison.json",
                "dimension_comparison.json", "set_value_comparison.json", "effects.csv", "directions.csv",
                "effect_vs_offset.png", "class_shift_heatmap.png", "dim_ranking.png", "direction_comparison.png",
                "summary.md", "study.json"}
-SMALL_STUDY = ["--stats-samples", "64", "--random-directions", "4", "--factor-directions", "2", "--no-progress"]
 
 
 def generator_that_only_reads(dim: int) -> torch.nn.Module:

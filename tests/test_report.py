@@ -10,9 +10,8 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from helpers import artifact_paths, assert_one_line_error, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, run_train
 
-TINY_STUDY = ["--stats-samples", "64", "--random-directions", "4", "--factor-directions", "2", "--no-progress"]
 COMPARISON_FILES = {"losses.png", "d_outputs.png", "fid.png", "last_samples.png", "table.csv", "table.md"}
 
 
@@ -34,7 +33,7 @@ def lab_store(tmp_path_factory, repo_root, data_dir):
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     run_ids = {run.info.run_name: run.info.run_id for run in client.search_runs([experiment_id])}
     study = run_script(repo_root, "analysis/latent_effects.py", "--run-id", run_ids["mlp-s0"], "--tracking-uri",
-                       store_uri, *TINY_STUDY)
+                       store_uri, *SMALL_STUDY)
     assert study.returncode == 0, study.stderr
     return store_uri, run_ids
 
@@ -156,7 +155,7 @@ def test_make_report_trains_only_what_is_missing(repo_root, data_dir, tmp_path):
     client = tracking.connect(store_uri)
     tiny = {"train_arguments": ("--train-images", "640", "--eval-samples", "200", "--data-dir", str(data_dir),
                                 "--no-progress"),
-            "study_arguments": tuple(TINY_STUDY)}
+            "study_arguments": tuple(SMALL_STUDY)}
     first = lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny)
     assert [command.split()[1] for command in first] == ["experiments/train.py"] * 3 + ["analysis/latent_effects.py"]
     assert [command.split()[3] for command in first[:3]] == ["mlp", "mlp-small", "cnn"]
