@@ -6,6 +6,7 @@
     python experiments/tune.py --study-name cnn-fid --trials 30  # resume the study up to 30 finished trials
     python experiments/tune.py --retrain-best --epochs 20        # then train the best params as a full run
     python experiments/tune.py --storage postgresql://ganlab@db-host/optuna --worker 1   # join a shared study
+    python experiments/tune.py --pruner none --study-name NAME   # full curves; then analysis/replay_pruners.py
 
 FID is measured in ganlab's own Fashion-MNIST feature space (fmnist-cnn-v1), not Inception.
 Compare the trials in the MLflow UI (`make ui`): open the study's run and select its child runs.

@@ -4,6 +4,7 @@ Figures are built with `matplotlib.figure.Figure` directly, not pyplot, so no gl
 backend is involved; the caller saves or logs them.
 """
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -176,4 +177,23 @@ def grids_side_by_side(grids: dict[str, np.ndarray], title: str) -> Figure:
         axes.set_title(caption, fontsize="small")
         axes.axis("off")
     figure.suptitle(title)
+    return figure
+
+
+def study_curves_figure(curves: np.ndarray, objective_name: str) -> Figure:
+    """Every trial's per-epoch value, coloured by its final rank (dark = best), on a log scale: how noisy and
+    how crossing the curves are that a pruner must judge."""
+    figure = Figure(figsize=(6, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    final_ranks = np.argsort(np.argsort(curves[:, -1]))
+    epochs = np.arange(1, curves.shape[1] + 1)
+    colours = matplotlib.colormaps["viridis"]
+    for curve, rank in zip(curves, final_ranks):
+        axes.plot(epochs, curve, marker="o", markersize=3, linewidth=1.2, color=colours(rank / max(len(curves) - 1, 1)))
+    axes.set_yscale("log")
+    axes.set_xticks(epochs)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(objective_name)
+    axes.set_title(f"{len(curves)} trials, coloured by final rank (dark = best)")
+    axes.grid(alpha=0.3)
     return figure

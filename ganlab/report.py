@@ -40,9 +40,10 @@ class LabRuns:
     """The runs the report is written from."""
 
     by_arch: dict[str, Run] = field(default_factory=dict)  # latest finished untuned training run per arch
-    tuned: Run | None = None  # latest finished run retrained from a study (tag ganlab.tuned_from)
+    tuned: Run | None = None  # latest finished cnn run retrained from a study (tag ganlab.tuned_from)
     latent: Run | None = None  # latest finished latent study of one of the runs above, an MLP's first
-    study: Run | None = None  # latest finished tuning study (parent run)
+    study: Run | None = None  # the cnn study the tuned run came from, else the latest finished cnn study
+    pruner_replay: Run | None = None  # latest finished replay of a study's curves through the pruners
     benchmarks: list[Run] = field(default_factory=list)
 
     @property
@@ -68,11 +69,16 @@ def find_lab_runs(client: MlflowClient, experiment: str, benchmark_experiment: s
         kind, arch = tags.get("ganlab.kind"), tags.get("ganlab.arch")
         if kind == "train" and "mlflow.parentRunId" not in tags:
             if "ganlab.tuned_from" in tags:
-                lab.tuned = lab.tuned or run
+                lab.tuned = lab.tuned or (run if arch == "cnn" else None)
             elif arch in REPORT_ARCHS and arch not in lab.by_arch:
                 lab.by_arch[arch] = run
-        elif kind == "tune":
-            lab.study = lab.study or run
+        elif kind == "pruner-replay":
+            lab.pruner_replay = lab.pruner_replay or run
+    cnn_studies = [run for run in finished if run.data.tags.get("ganlab.kind") == "tune"
+                   and run.data.tags.get("ganlab.arch") == "cnn"]
+    tuned_from = lab.tuned.data.tags["ganlab.tuned_from"] if lab.tuned else None
+    lab.study = next((run for run in cnn_studies if run.data.tags.get("optuna.study_name") == tuned_from),
+                     cnn_studies[0] if cnn_studies else None)
     lab.by_arch = {arch: lab.by_arch[arch] for arch in REPORT_ARCHS if arch in lab.by_arch}
     studied = [run.info.run_id for run in lab.training]
     latent_runs = [run for run in finished if run.data.tags.get("ganlab.kind") == "latent-analysis"
@@ -229,6 +235,12 @@ def _tuning_section(report: HtmlReport, lab: LabRuns) -> None:
     best = tracking.artifact_bytes(report.client, lab.study.info.run_id, "best.json")
     if best:
         report.preformatted(json.dumps(json.loads(best), indent=2), f"best.json of study run {run_label(lab.study)}")
+    if lab.pruner_replay is not None:
+        report.heading("Which pruner: a replay of unpruned curves", level=3)
+        replay = tracking.artifact_bytes(report.client, lab.pruner_replay.info.run_id, "replay.md")
+        if replay:
+            report.markdown(replay.decode())
+        report.artifact_image(lab.pruner_replay, "curves.png", "The replayed per-epoch curves")
 
 
 def _speed_section(report: HtmlReport, lab: LabRuns) -> None:
@@ -251,7 +263,7 @@ def _speed_section(report: HtmlReport, lab: LabRuns) -> None:
 def _runs_used(lab: LabRuns) -> str:
     lines = ["| role | run | id |", "|---|---|---|"]
     roles = [*((arch, run) for arch, run in lab.by_arch.items()), ("tuned cnn", lab.tuned),
-             ("latent study", lab.latent), ("tuning study", lab.study)]
+             ("latent study", lab.latent), ("tuning study", lab.study), ("pruner replay", lab.pruner_replay)]
     for role, run in roles:
         if run is not None:
             lines.append(f"| {role} | {run.info.run_name} | {run.info.run_id} |")

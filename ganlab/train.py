@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
@@ -111,12 +110,11 @@ def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
         raise GanlabError(f"run {run_id} is not a ganlab training run")
     if not tracking.is_unfinished(run.info.status):
         raise GanlabError(f"run {run_id} already finished; start a new run instead of --resume")
-    with tempfile.TemporaryDirectory() as download_dir:
-        try:
-            saved = json.loads(Path(client.download_artifacts(run_id, "config/train_config.json", download_dir)).read_text())
-        except (MlflowException, OSError, json.JSONDecodeError) as error:
-            raise GanlabError(f"run {run_id} has no readable config/train_config.json to resume from") from error
-    return TrainConfig(**saved)
+    saved = tracking.artifact_bytes(client, run_id, "config/train_config.json")
+    try:
+        return TrainConfig(**json.loads(saved or b""))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise GanlabError(f"run {run_id} has no readable config/train_config.json to resume from") from error
 
 
 class TrainingInterrupted(Exception):

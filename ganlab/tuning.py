@@ -29,7 +29,7 @@ from optuna.trial import TrialState  # noqa: E402
 from ganlab import tracking  # noqa: E402
 from ganlab.cli import option  # noqa: E402
 from ganlab.errors import GanlabError  # noqa: E402
-from ganlab.train import TrainConfig, train  # noqa: E402
+from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 COLLAPSE_LOSS_D = 0.05  # an epoch whose mean D loss is below this counts as D having won outright
@@ -47,6 +47,9 @@ REMEDY_SPACE = {
     "instance_noise": ("float", 0.0, 0.3),
     "d_update_every": ("int", 1, 3),
 }
+# How a trial that ended without its worker is shown in MLflow.
+MLFLOW_STATUS_OF_TRIAL_STATE = {TrialState.FAIL: "FAILED", TrialState.PRUNED: "KILLED",
+                                TrialState.COMPLETE: "FINISHED"}
 PRUNERS = ("median", "hyperband", "patient", "none")
 OBJECTIVES = ("fid", "balance", "both")
 
@@ -62,7 +65,8 @@ class TuneConfig:
     storage: str = option(DEFAULT_STORAGE, "Optuna storage URL: sqlite:///… or postgresql://user@host/db")
     objective: str = option("fid", "fid (minimize final FID), balance (minimize the D imbalance) or both (Pareto)",
                             choices=OBJECTIVES)
-    pruner: str = option("median", "stop hopeless trials early (single objective only)", choices=PRUNERS)
+    pruner: str = option("patient", "stop hopeless trials early (single objective only; patient: chosen by the "
+                         "replay in the README)", choices=PRUNERS)
     remedies: bool = option(False, "also search label smoothing, instance noise and the D update interval")
     seed: int = option(0, "seed of the sampler and of every trial's training")
     worker: int = option(0, "this worker's index: offsets the sampler seed; worker 0 also confirms the best")
@@ -139,6 +143,7 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     pruner = pruner or make_pruner(config)
     study, created = _create_or_load_study(storage, config, directions, sampler, pruner)
     parent_run_id = _parent_run(client, experiment_id, study, created, config, sampler, pruner)
+    close_dead_trial_runs(client, experiment_id, study, parent_run_id)
 
     def objective(trial: optuna.Trial):
         return _train_trial(trial, config, client, parent_run_id, show_progress)
@@ -150,10 +155,12 @@ def run_study(config: TuneConfig, show_progress: bool = True,
                        callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
 
     best = _best_trials(study)
-    confirmation = _confirm_best(study, config, client, parent_run_id, show_progress) \
+    close_dead_trial_runs(client, experiment_id, study, parent_run_id)
+    confirmation = _confirm_best(study, config, client, experiment_id, parent_run_id, show_progress) \
         if best and config.worker == 0 and config.objective != "both" and config.confirm_seeds > 1 else None
     _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
-    retrained = _retrain_best(best[0], config, show_progress) if best and config.retrain_best else None
+    retrained = _retrain_best(best[0], config, client, experiment_id, show_progress) \
+        if best and config.retrain_best else None
     finished = len(study.get_trials(deepcopy=False, states=finished_states))
     with tracking.store_errors("closing the study's parent run"):
         client.set_terminated(parent_run_id, "FINISHED")
@@ -190,8 +197,10 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs_per_trial)
     median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    if config.pruner == "patient":  # GAN curves are noisy: prune only after 2 epochs without improvement too
-        return optuna.pruners.PatientPruner(median, patience=1)
+    if config.pruner == "patient":  # GAN curves are noisy: prune only if the last 2 epochs are both worse than before
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(median, patience=1)
     return median
 
 
@@ -260,7 +269,9 @@ def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, 
         if config.objective == "both":
             return None  # Optuna cannot prune multi-objective trials
         trial.report(last["fid"] if config.objective == "fid" else last["imbalance"], epoch)
-        return f"pruned by {type(trial.study.pruner).__name__} after epoch {epoch}" if trial.should_prune() else None
+        if epoch < config.epochs_per_trial and trial.should_prune():  # after the last epoch there is nothing to save
+            return f"pruned by {type(trial.study.pruner).__name__} after epoch {epoch}"
+        return None
 
     result = train(trial_config, show_progress=show_progress, extra_tags={
         "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
@@ -286,28 +297,76 @@ def _best_trials(study: optuna.Study) -> list[dict]:
              "mlflow_run_id": trial.user_attrs.get("mlflow_run_id")} for trial in trials]
 
 
-def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient, parent_run_id: str,
-                  show_progress: bool) -> dict:
-    """GAN results swing with the seed: the best params again with more seeds, as more nested runs."""
+def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient, experiment_id: str,
+                  parent_run_id: str, show_progress: bool) -> dict:
+    """GAN results swing with the seed: the best params again with more seeds, as more nested runs.
+
+    A seed already confirmed for this trial (a resumed study) is reused, an interrupted one resumed."""
     best = study.best_trial
     values = [best.value]
     confirm_runs = []
     for seed in range(config.seed + 1, config.seed + config.confirm_seeds):
-        last: dict[str, float] = {}
-
-        def remember(_epoch, epoch_metrics, last=last):
-            last.update(epoch_metrics, imbalance=imbalance(epoch_metrics))
-
-        result = train(config.trial_config(best.params, seed, f"{config.name}-best-s{seed}"),
-                       show_progress=show_progress, after_epoch=remember, extra_tags={
-                           "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
-                           "ganlab.role": "confirm", "ganlab.confirms_trial": str(best.number)})
-        values.append(last["fid"] if config.objective == "fid" else last["imbalance"])
-        confirm_runs.append(result.run_id)
+        run_id, final_metrics = _train_or_reuse(
+            client, experiment_id, config.trial_config(best.params, seed, f"{config.name}-best-s{seed}"),
+            {"mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name, "ganlab.role": "confirm",
+             "ganlab.confirms_trial": str(best.number)}, show_progress)
+        values.append(final_metrics["fid"] if config.objective == "fid" else imbalance(final_metrics))
+        confirm_runs.append(run_id)
     mean = sum(values) / len(values)
     std = math.sqrt(sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1))
     return {"trial": best.number, "objective": config.objective, "seeds": list(range(config.seed, config.seed +
             config.confirm_seeds)), "values": values, "mean": mean, "std": std, "runs": confirm_runs}
+
+
+def _train_or_reuse(client: MlflowClient, experiment_id: str, train_config: TrainConfig, tags: dict[str, str],
+                    show_progress: bool) -> tuple[str, dict[str, float]]:
+    """Train `train_config` as a run with `tags`, unless such a run exists: a finished one is reused, an interrupted
+    one (KILLED or FAILED, with a checkpoint) is resumed. Returns the run id and its final metrics.
+
+    So rerunning a study's command never trains the same confirmation or retrain twice, and a long retrain that was
+    stopped continues where it was."""
+    earlier = _earlier_runs(client, experiment_id, tags, train_config)
+    finished = [run for run in earlier if run.info.status == "FINISHED"]
+    interrupted = [run for run in earlier if run.info.status in ("KILLED", "FAILED")
+                   and tracking.artifact_bytes(client, run.info.run_id, "checkpoint/checkpoint.json") is not None]
+    if finished:
+        run_id = finished[0].info.run_id
+    elif interrupted:
+        run_id = train(train_config, resume_run_id=interrupted[0].info.run_id, show_progress=show_progress).run_id
+    else:
+        run_id = train(train_config, show_progress=show_progress, extra_tags=tags).run_id
+    with tracking.store_errors("reading the run's final metrics"):
+        return run_id, client.get_run(run_id).data.metrics
+
+
+def _earlier_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str], train_config: TrainConfig) -> list:
+    """Runs with these tags whose params are `train_config` (settings of where it ran aside), newest first."""
+    query = " and ".join(f"tags.`{name}` = '{value}'" for name, value in tags.items())
+    wanted = {name: tracking.mlflow_param(name, value).value for name, value in dataclasses.asdict(train_config).items()
+              if name not in RESUMABLE_OVERRIDES}
+    with tracking.store_errors("looking for earlier runs"):
+        runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+    return [run for run in runs if all(run.data.params.get(name) == value for name, value in wanted.items())]
+
+
+def close_dead_trial_runs(client: MlflowClient, experiment_id: str, study: optuna.Study, parent_run_id: str) -> int:
+    """End the MLflow runs of trials whose worker died (SIGKILL, lost machine): Optuna's heartbeat marks such a trial
+    FAIL, but its run would stay RUNNING in MLflow for ever. Returns how many runs were closed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
+    closed = 0
+    with tracking.store_errors("closing the runs of dead trials"):
+        for run in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
+                                                       f"tags.`ganlab.role` = 'trial' and attributes.status = 'RUNNING'"):
+            state = states.get(int(run.data.tags.get("optuna.trial_number", -1)))
+            if state is None or state == TrialState.RUNNING or state == TrialState.WAITING:
+                continue  # still running in a live worker, as far as Optuna knows
+            client.set_tag(run.info.run_id, "optuna.trial_state", state.name)
+            client.set_terminated(run.info.run_id, MLFLOW_STATUS_OF_TRIAL_STATE[state])
+            closed += 1
+    return closed
 
 
 def _log_study_artifacts(client: MlflowClient, parent_run_id: str, study: optuna.Study, config: TuneConfig,
@@ -383,11 +442,12 @@ def _write_trials_csv(path: Path, study: optuna.Study) -> None:
                              trial.user_attrs.get("mlflow_run_id", "")])
 
 
-def _retrain_best(best: dict, config: TuneConfig, show_progress: bool) -> str:
+def _retrain_best(best: dict, config: TuneConfig, client: MlflowClient, experiment_id: str,
+                  show_progress: bool) -> str:
     """The best params as a full run, tagged ganlab.tuned_from, to stand next to the untuned one in the UI."""
     retrain_config = dataclasses.replace(
         config.trial_config(best["params"], config.seed, f"{config.arch}-tuned-s{config.seed}"),
         epochs=config.epochs, eval_every=TrainConfig.eval_every, max_steps=config.max_steps)
-    result = train(retrain_config, show_progress=show_progress,
-                   extra_tags={"ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])})
-    return result.run_id
+    run_id, _ = _train_or_reuse(client, experiment_id, retrain_config, {
+        "ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])}, show_progress)
+    return run_id

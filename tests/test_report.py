@@ -164,3 +164,33 @@ def test_make_report_trains_only_what_is_missing(repo_root, data_dir, tmp_path):
     assert runs.latent.data.tags["ganlab.source_run_id"] == runs.by_arch["mlp"].info.run_id
     assert runs.latent.info.run_name == "latent-analysis-mlp-s0"
     assert lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny) == []
+
+
+def test_the_report_shows_the_cnn_study_its_tuned_run_came_from_and_the_pruner_replay(tmp_path):
+    """A newer study of another arch (e.g. the pruner-evidence study on mlp-small) must not replace the cnn's."""
+    from ganlab.report import HtmlReport, _tuning_section, find_lab_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("fashion-mnist-gan")
+
+    def finished_run(name: str, **tags: str) -> str:
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    cnn_study = finished_run("study-cnn-a", **{"ganlab.kind": "tune", "ganlab.arch": "cnn", "optuna.study_name": "a"})
+    finished_run("study-cnn-b", **{"ganlab.kind": "tune", "ganlab.arch": "cnn", "optuna.study_name": "b"})
+    cnn_tuned = finished_run("cnn-tuned-s0", **{"ganlab.kind": "train", "ganlab.arch": "cnn", "ganlab.tuned_from": "a"})
+    finished_run("study-small", **{"ganlab.kind": "tune", "ganlab.arch": "mlp-small", "optuna.study_name": "small"})
+    finished_run("mlp-small-tuned-s0", **{"ganlab.kind": "train", "ganlab.arch": "mlp-small",
+                                          "ganlab.tuned_from": "small"})
+    replay = finished_run("pruner-replay-study-small", **{"ganlab.kind": "pruner-replay"})
+    client.log_text(replay, "| pruner | epochs trained |\n|---|---|\n| median | 61% |\n", "replay.md")
+
+    lab = find_lab_runs(client, "fashion-mnist-gan", required=False)
+    assert (lab.tuned.info.run_id, lab.study.info.run_id, lab.pruner_replay.info.run_id) == \
+        (cnn_tuned, cnn_study, replay)
+    report = HtmlReport(client)
+    _tuning_section(report, lab)
+    page = "".join(report.parts)
+    assert "Which pruner" in page and "<td>median</td>" in page and "<td>61%</td>" in page

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from ganlab.tuning import TuneConfig, run_study
+from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
 from helpers import artifact_paths, assert_one_line_error
 
 # A tiny but real study: 640 images at batch 64 is 10 steps an epoch; FID from 500 samples.
@@ -64,6 +64,14 @@ def test_tiny_study_logs_parent_children_and_plots_and_resumes(repo_root, data_d
     best = json.loads(Path(client.download_artifacts(parent.info.run_id, "best.json", str(tmp_path))).read_text())
     assert best["confirmation"]["seeds"] == [0, 1] and len(best["confirmation"]["values"]) == 2
 
+    # The same command again trains nothing: the study has its trials, the best its confirmation.
+    repeated = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "2", "--pruner", "none",
+                        "--confirm-seeds", "2", "--study-name", "tiny")
+    assert repeated.returncode == 0, repeated.stderr
+    _, trials_repeated, confirms_repeated = study_runs(client, "tiny")
+    assert len(confirms_repeated) == 1 and sorted(trials_repeated) == [0, 1]
+    assert first.stdout.splitlines()[-3:-1] == repeated.stdout.splitlines()[-3:-1]  # best trial and confirmation
+
     # The same study name resumes: one more trial to reach 3, the same parent run.
     again = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "3", "--pruner", "none",
                      "--confirm-seeds", "1", "--study-name", "tiny")
@@ -115,6 +123,32 @@ def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained(data_dir,
     assert retrained.data.tags["ganlab.tuned_from"] == "mlp-small-both" and "mlflow.parentRunId" not in retrained.data.tags
     assert retrained.data.params["epochs"] == "2" and "model/generator.safetensors" in artifact_paths(
         client, result.retrained_run_id)
+
+    # Asking again reuses the retrained run; an interrupted retrain is resumed, not started over.
+    assert run_study(config, show_progress=False).retrained_run_id == result.retrained_run_id
+    client.set_terminated(result.retrained_run_id, "KILLED")
+    assert run_study(config, show_progress=False).retrained_run_id == result.retrained_run_id
+    assert client.get_run(result.retrained_run_id).info.status == "FINISHED"
+    assert len(client.search_runs([retrained.info.experiment_id], "tags.`ganlab.tuned_from` = 'mlp-small-both'")) == 1
+
+
+def test_runs_of_trials_whose_worker_died_are_closed(tmp_path):
+    """A SIGKILLed worker leaves its trial RUNNING in both systems; once Optuna marks the trial FAIL (heartbeat), the
+    next worker of the study ends its MLflow run FAILED too, and leaves live trials alone."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("fashion-mnist-gan")
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/optuna.db"), study_name="died")
+    dead_trial, live_trial = study.ask(), study.ask()
+    study.tell(dead_trial, state=TrialState.FAIL)
+    parent = client.create_run(experiment_id, run_name="study-died")
+    runs = [client.create_run(experiment_id, tags={"mlflow.parentRunId": parent.info.run_id, "ganlab.role": "trial",
+                                                   "optuna.trial_number": str(trial.number)})
+            for trial in (dead_trial, live_trial)]
+
+    assert close_dead_trial_runs(client, experiment_id, study, parent.info.run_id) == 1
+    dead_run, live_run = (client.get_run(run.info.run_id) for run in runs)
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.trial_state"] == "FAIL"
+    assert live_run.info.status == "RUNNING" and "optuna.trial_state" not in live_run.data.tags
 
 
 def test_two_workers_share_one_postgres_study_and_record_every_trial_once(repo_root, data_dir, tmp_path,
