@@ -17,7 +17,7 @@ import optuna
 from ganlab import pruner_replay, tracking
 from ganlab.cli import ArgumentParser, run_script
 from ganlab.errors import GanlabError
-from ganlab.tuning import DEFAULT_STORAGE, open_storage
+from ganlab.tuning import DEFAULT_STORAGE, OBJECTIVE_NAMES, open_storage
 
 
 def main() -> int:
@@ -47,7 +47,7 @@ def main() -> int:
                           f"studies only")
     curves = pruner_replay.study_curves(study)
     objective = study.user_attrs.get("ganlab", {}).get("objective", "value")
-    objective_name = {"fid": "FID", "balance": "imbalance"}.get(objective, objective)
+    objective_name = OBJECTIVE_NAMES.get(objective, objective)
     parent_run_id = study.user_attrs.get("mlflow_parent_run_id")
     if parent_run_id is None:
         raise GanlabError(f"study {arguments.study_name!r} has no MLflow run; was it made by experiments/tune.py?")

@@ -52,6 +52,7 @@ MLFLOW_STATUS_OF_TRIAL_STATE = {TrialState.FAIL: "FAILED", TrialState.PRUNED: "K
                                 TrialState.COMPLETE: "FINISHED"}
 PRUNERS = ("median", "hyperband", "patient", "none")
 OBJECTIVES = ("fid", "balance", "both")
+OBJECTIVE_NAMES = {"fid": "FID", "balance": "imbalance"}  # what a single objective's value is, in plots and tables
 
 
 @dataclass
@@ -400,7 +401,7 @@ def _study_figures(study: optuna.Study, config: TuneConfig):
     """(name, Figure) for each plot that the study's state allows (importances need 2+ complete trials)."""
     from optuna.visualization import matplotlib as optuna_plots
 
-    target_name = {"fid": "FID", "balance": "imbalance"}.get(config.objective)
+    target_name = OBJECTIVE_NAMES.get(config.objective)
     multi = config.objective == "both"
     target = (lambda trial: trial.values[0]) if multi else None
     plot_options = {"target": target, "target_name": "FID"} if multi else {"target_name": target_name}
