@@ -67,7 +67,7 @@ class TuneConfig:
     objective: str = option("fid", "fid (minimize final FID), balance (minimize the D imbalance) or both (Pareto)",
                             choices=OBJECTIVES)
     pruner: str = option("patient", "stop hopeless trials early (single objective only; patient: chosen by the "
-                         "replay in the README)", choices=PRUNERS)
+                         "replay in docs/tuning.md)", choices=PRUNERS)
     remedies: bool = option(False, "also search label smoothing, instance noise and the D update interval")
     seed: int = option(0, "seed of the sampler and of every trial's training")
     worker: int = option(0, "this worker's index: offsets the sampler seed; worker 0 also confirms the best")
