@@ -53,6 +53,10 @@ MLFLOW_STATUS_OF_TRIAL_STATE = {TrialState.FAIL: "FAILED", TrialState.PRUNED: "K
 PRUNERS = ("median", "hyperband", "patient", "none")
 OBJECTIVES = ("fid", "balance", "both")
 OBJECTIVE_NAMES = {"fid": "FID", "balance": "imbalance"}  # what a single objective's value is, in plots and tables
+# The reports' settings: enqueued as a study's first trial, so the baseline is measured inside the study.
+REPORT_SETTINGS = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+                   "label_smoothing": 0.0, "instance_noise": 0.0, "d_update_every": 1}
+TRAINING_IMAGES = 60_000  # Fashion-MNIST's training set, for turning a step budget into epochs
 
 
 @dataclass
@@ -62,6 +66,10 @@ class TuneConfig:
     arch: str = option("cnn", "the architecture to tune")
     trials: int = option(20, "finished (complete or pruned) trials the study should reach, over all workers")
     epochs_per_trial: int = option(3, "epochs each trial trains")
+    steps_per_trial: int | None = option(None, "train each trial this many steps instead (a budget that stays "
+                                         "comparable across subsets); per-epoch reports still drive pruning")
+    enqueue_reports: bool = option(True, "make the reports' settings (lr 2e-4, betas 0.5/0.999, no remedies) "
+                                   "the study's first trial, so the baseline is part of it")
     study_name: str | None = option(None, "Optuna study name (default: ARCH-OBJECTIVE); reusing a name resumes it")
     storage: str = option(DEFAULT_STORAGE, "Optuna storage URL: sqlite:///… or postgresql://user@host/db")
     objective: str = option("fid", "fid (minimize final FID), balance (minimize the D imbalance) or both (Pareto)",
@@ -75,6 +83,8 @@ class TuneConfig:
     eval_samples: int = option(10_000, "samples per FID evaluation (every epoch of a trial)")
     max_steps: int | None = option(None, "cap each trial's steps (smoke studies)")
     train_images: int | None = option(None, "train trials on the first N images only (smoke studies)")
+    results_dir: str | None = option(None, "also write the study's trials, best params, settings, wall time and "
+                                     "plots into this folder (e.g. results/cnn-balance/STUDY)")
     retrain_best: bool = option(False, "after the study, train the best params for --epochs as a full run")
     epochs: int = option(20, "epochs of the --retrain-best run")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
@@ -90,17 +100,37 @@ class TuneConfig:
         return {**SEARCH_SPACE, **(REMEDY_SPACE if self.remedies else {})}
 
     def validate(self) -> None:
-        for name in ("trials", "epochs_per_trial", "confirm_seeds", "epochs", "eval_samples"):
-            if getattr(self, name) <= 0:
-                raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("trials", "epochs_per_trial", "confirm_seeds", "epochs", "eval_samples", "steps_per_trial"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
         self.trial_config({name: low for name, (_, low, _) in self.space().items()}, self.seed).validate()
 
     def trial_config(self, point: dict, seed: int, run_name: str | None = None) -> TrainConfig:
         """The training settings of one trial: the point in the space, every epoch evaluated."""
-        return TrainConfig(arch=self.arch, epochs=self.epochs_per_trial, seed=seed, device=self.device,
-                           eval_every=1, eval_samples=self.eval_samples, max_steps=self.max_steps,
+        epochs, max_steps = self.epochs_per_trial, self.max_steps
+        if self.steps_per_trial is not None:
+            steps_per_epoch = (self.train_images or TRAINING_IMAGES) // TrainConfig.batch_size
+            epochs = max(1, math.ceil(self.steps_per_trial / max(steps_per_epoch, 1)))
+            max_steps = min(self.steps_per_trial, self.max_steps or self.steps_per_trial)
+        return TrainConfig(arch=self.arch, epochs=epochs, seed=seed, device=self.device,
+                           eval_every=1, eval_samples=self.eval_samples, max_steps=max_steps,
                            train_images=self.train_images, data_dir=self.data_dir, experiment=self.experiment,
                            tracking_uri=self.tracking_uri, run_name=run_name, **point)
+
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs one trial trains (its last is never pruned)."""
+        return self.trial_config(self.reports_point(), self.seed).epochs
+
+    def reports_point(self) -> dict[str, float | int]:
+        """The reports' settings as a point of this study's space."""
+        return {name: REPORT_SETTINGS[name] for name in self.space()}
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The study's objective(s) by name, as Optuna's plots and the parent run show them."""
+        return ["FID", "imbalance"] if self.objective == "both" else [OBJECTIVE_NAMES[self.objective]]
 
 
 @dataclass
@@ -196,7 +226,7 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     if config.objective == "both" or config.pruner == "none":
         return optuna.pruners.NopPruner()
     if config.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs_per_trial)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.trial_epochs)
     median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if config.pruner == "patient":  # GAN curves are noisy: prune only if the last 2 epochs are both worse than before
         with warnings.catch_warnings():
@@ -211,13 +241,19 @@ def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple
         study = optuna.create_study(storage=storage, study_name=config.name, directions=directions,
                                     sampler=sampler, pruner=pruner)
         study.set_user_attr("ganlab", {"arch": config.arch, "objective": config.objective,
-                                       "epochs_per_trial": config.epochs_per_trial, "space": config.space()})
+                                       "epochs_per_trial": config.epochs_per_trial,
+                                       "steps_per_trial": config.steps_per_trial, "space": config.space()})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(config.metric_names)
+        if config.enqueue_reports:
+            study.enqueue_trial(config.reports_point(), user_attrs={"ganlab.baseline": "reports"})
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
     described = _wait_for(lambda: study.user_attrs.get("ganlab"), what="the study's description")
-    for key in ("arch", "objective", "epochs_per_trial"):
-        if described[key] != getattr(config, key):
+    for key in ("arch", "objective", "epochs_per_trial", "steps_per_trial"):
+        if described.get(key) != getattr(config, key):
             raise GanlabError(f"study {config.name!r} was started with --{key.replace('_', '-')} {described[key]}, "
                               f"not {getattr(config, key)}; pick another --study-name")
     if described["space"] != json.loads(json.dumps(config.space())):
@@ -270,7 +306,7 @@ def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, 
         if config.objective == "both":
             return None  # Optuna cannot prune multi-objective trials
         trial.report(last["fid"] if config.objective == "fid" else last["imbalance"], epoch)
-        if epoch < config.epochs_per_trial and trial.should_prune():  # after the last epoch there is nothing to save
+        if epoch < config.trial_epochs and trial.should_prune():  # after the last epoch there is nothing to save
             return f"pruned by {type(trial.study.pruner).__name__} after epoch {epoch}"
         return None
 
@@ -372,14 +408,10 @@ def close_dead_trial_runs(client: MlflowClient, experiment_id: str, study: optun
 
 def _log_study_artifacts(client: MlflowClient, parent_run_id: str, study: optuna.Study, config: TuneConfig,
                          best: list[dict], confirmation: dict | None) -> None:
-    """Optuna's matplotlib plots, a CSV of every trial and the best params, all on the parent run."""
+    """Optuna's matplotlib plots, the trials and the best params, on the parent run (and in --results-dir)."""
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        _write_trials_csv(folder / "trials.csv", study)
-        (folder / "best.json").write_text(json.dumps({"best": best, "confirmation": confirmation}, indent=2))
-        for name, figure in _study_figures(study, config):
-            figure.savefig(folder / f"{name}.png", dpi=100)
-            plt.close(figure)
+        folder = Path(config.results_dir) if config.results_dir else Path(scratch)
+        export_study(study, config, best, confirmation, folder)
         with tracking.store_errors("logging the study's artifacts"):
             client.log_artifacts(parent_run_id, str(folder))
             states = [trial.state for trial in study.get_trials(deepcopy=False)]
@@ -395,6 +427,40 @@ def _log_study_artifacts(client: MlflowClient, parent_run_id: str, study: optuna
             if best and config.objective != "both":
                 client.log_batch(parent_run_id, params=[tracking.mlflow_param(f"best.{name}", value)
                                                         for name, value in best[0]["params"].items()])
+
+
+def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], confirmation: dict | None,
+                 folder: Path) -> None:
+    """The study as small files anyone can check: every trial (params, per-epoch values, times), the best, the
+    settings and wall time, and Optuna's plots."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    _write_trials_csv(folder / "trials.csv", study)
+    (folder / "trials.json").write_text(json.dumps([{
+        "number": trial.number, "state": trial.state.name, "values": trial.values, "params": trial.params,
+        "intermediate_values": {str(step): value for step, value in sorted(trial.intermediate_values.items())},
+        "user_attrs": trial.user_attrs, "seconds": _trial_seconds(trial),
+    } for trial in trials], indent=2))
+    (folder / "best.json").write_text(json.dumps({"best": best, "confirmation": confirmation}, indent=2))
+    finished = [trial for trial in trials if trial.datetime_complete is not None]
+    (folder / "study.json").write_text(json.dumps({
+        "study_name": config.name, "metric_names": config.metric_names,
+        "settings": {name: value for name, value in dataclasses.asdict(config).items()
+                     if name not in ("worker", "tracking_uri", "storage", "results_dir", "data_dir")},
+        "trials_by_state": {state.name: sum(trial.state == state for trial in trials) for state in TrialState},
+        "trial_seconds_total": sum(_trial_seconds(trial) or 0.0 for trial in trials),
+        "first_start": min((trial.datetime_start for trial in trials if trial.datetime_start), default=None),
+        "last_complete": max((trial.datetime_complete for trial in finished), default=None),
+    }, indent=2, default=str))
+    for name, figure in _study_figures(study, config):
+        figure.savefig(folder / f"{name}.png", dpi=100)
+        plt.close(figure)
+
+
+def _trial_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def _study_figures(study: optuna.Study, config: TuneConfig):

@@ -1,6 +1,7 @@
 """Optuna studies on real data with the real Optuna storage (SQLite, and PostgreSQL shared by two workers) and a real
 MLflow store: the parent run, one nested child per trial, the plots, resume and pruning."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from ganlab.errors import GanlabError
 from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
 from helpers import artifact_paths, assert_one_line_error
 
@@ -85,6 +87,42 @@ def test_tiny_study_logs_parent_children_and_plots_and_resumes(repo_root, data_d
     changed = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "4", "--study-name", "tiny",
                        "--epochs-per-trial", "3")
     assert_one_line_error(changed, "was started with --epochs-per-trial 2")
+
+
+def test_step_budget_study_starts_from_the_reports_settings_and_exports_its_results(data_dir, tmp_path):
+    """A budget in steps (15 = 1.5 epochs of 10 steps), the reports' settings as trial 0, the objective named, and
+    the study written to a results folder as files a reader can check."""
+    storage, results = f"sqlite:///{tmp_path}/optuna.db", tmp_path / "results" / "budget"
+    config = TuneConfig(arch="mlp-small", trials=2, steps_per_trial=15, train_images=640, eval_samples=500,
+                        pruner="none", confirm_seeds=1, storage=storage, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                        data_dir=str(data_dir), study_name="budget", results_dir=str(results))
+    result = run_study(config, show_progress=False)
+    study = optuna.load_study(study_name="budget", storage=storage)
+    assert study.metric_names == ["FID"]
+    assert study.trials[0].params == {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999}
+    assert study.trials[0].user_attrs["ganlab.baseline"] == "reports"
+    assert study.trials[1].params != study.trials[0].params
+    client = MlflowClient(config.tracking_uri)
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.params["max_steps"] == "15" and run.data.params["epochs"] == "2"
+        assert [metric.step for metric in client.get_metric_history(run.info.run_id, "loss_g")] == list(range(1, 16))
+        assert [metric.step for metric in client.get_metric_history(run.info.run_id, "fid")] == [1, 2]
+
+    exported = json.loads((results / "trials.json").read_text())
+    assert [trial["number"] for trial in exported] == [0, 1]
+    assert exported[0]["params"]["lr_g"] == 2e-4 and set(exported[0]["intermediate_values"]) == {"1", "2"}
+    assert exported[1]["values"] == [pytest.approx(study.trials[1].value)] and exported[1]["seconds"] > 0
+    summary = json.loads((results / "study.json").read_text())
+    assert summary["settings"]["steps_per_trial"] == 15 and summary["trials_by_state"]["COMPLETE"] == 2
+    assert summary["trial_seconds_total"] > 0 and summary["metric_names"] == ["FID"]
+    assert {"trials.csv", "best.json", "optimization_history.png"} <= {path.name for path in results.iterdir()}
+    assert {"trials.json", "study.json"} <= artifact_paths(client, result.parent_run_id)
+
+    # A resumed study must have the same budget.
+    changed = dataclasses.replace(config, steps_per_trial=20, trials=3)
+    with pytest.raises(GanlabError, match="was started with --steps-per-trial 15"):
+        run_study(changed, show_progress=False)
 
 
 class PruneAfterFirstEpoch(optuna.pruners.BasePruner):
