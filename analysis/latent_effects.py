@@ -21,7 +21,7 @@ from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, ru
 from ganlab.errors import GanlabError
 from ganlab.latent_study import LatentStudyConfig, planned_effect_count, run_study
 from ganlab.metrics.classifier import FEATURE_SPACE, load_classifier
-from ganlab.train import resolve_device
+from ganlab.devices import resolve_device
 
 
 def main() -> int:

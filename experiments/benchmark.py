@@ -3,6 +3,7 @@
     python experiments/benchmark.py                        # mlp, one epoch of steps per loop, this machine's device
     python experiments/benchmark.py --arch cnn --steps 200 --repeats 1   # the CNN, shorter
     python experiments/benchmark.py --device cpu --json    # one JSON object on stdout
+    python experiments/benchmark.py --arch cnn --precision bf16 --steps 150 --repeats 1   # bf16 autocast vs fp32
 
 Every figure comes from this one run on this one device: the reference loop (torchvision dataset, per-image
 transforms, DataLoader, `.item()` per step), ganlab's loop untracked and tracked, and one 10k-sample evaluation.
@@ -27,11 +28,12 @@ def main() -> int:
     config.validate()
 
     results = run_benchmark(config, show_progress=not arguments.no_progress)
-    run_id, run_url = log_benchmark_run(config, results)
+    run_id, ui_hint = log_benchmark_run(config, results)
     if arguments.json:
         print(json.dumps({**results, "run_id": run_id}))
         return 0
-    print(f"{config.arch} on {results['device']}, batch {config.batch_size}, {config.steps} steps per loop, "
+    print(f"{config.arch} on {results['device']} in {results['precision_resolved']} "
+          f"(native bf16: {results['native_bf16']}), batch {config.batch_size}, {config.steps} steps per loop, "
           f"median of {config.repeats}\n"
           f"  reference loop (DataLoader) {results['reference_images_per_s']:>9.0f} images/s"
           f"  {results['reference_epoch_seconds']:7.2f} s/epoch\n"
@@ -42,7 +44,7 @@ def main() -> int:
           f" + {results['tracking_fixed_seconds']:.1f} s per run")
     if "eval_seconds" in results:
         print(f"  evaluate {config.eval_samples} samples   {results['eval_seconds']:.2f} s")
-    print(f"logged as run {run_id}: `make ui`, then {run_url}")
+    print(f"logged as run {run_id}; {ui_hint}")
     return 0
 
 

@@ -20,7 +20,7 @@ from ganlab.metrics import inception
 from ganlab.metrics.features import generate
 from ganlab.cli import ArgumentParser, run_script
 from ganlab.errors import GanlabError
-from ganlab.train import resolve_device
+from ganlab.devices import resolve_device
 
 
 def main() -> int:

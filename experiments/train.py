@@ -17,8 +17,8 @@ import dataclasses
 import ganlab.models
 from ganlab import distributed, tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
-from ganlab.errors import GanlabError
-from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, TrainingInterrupted, config_of_run, train
+from ganlab.errors import GanlabError, TrainingInterrupted
+from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, config_of_run, train
 
 
 def main() -> int:
@@ -59,9 +59,10 @@ def main() -> int:
     if not distributed.ranks_from_environment().is_main:
         return 0  # rank 0 reports for the whole torchrun job
     losses = ", ".join(f"{name}={value:.3f}" for name, value in result.final_step_values.items())
-    print(f"run {result.run_id} ({config.arch}) finished in {result.wall_seconds:.1f} s: {losses}\n"
+    print(f"run {result.run_id} ({config.arch}, {result.precision}) finished in {result.wall_seconds:.1f} s: "
+          f"{losses}\n"
           f"  artifacts: {result.artifact_uri}\n"
-          f"  MLflow UI: `make ui`, then {result.run_url}")
+          f"  {tracking.ui_hint(result.experiment_id, result.run_id, tracking.resolve_tracking_uri(config.tracking_uri))}")
     return 0
 
 

@@ -15,7 +15,7 @@ Compare the trials in the MLflow UI (`make ui`): open the study's run and select
 import argparse
 
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
-from ganlab.train import TrainingInterrupted
+from ganlab.errors import TrainingInterrupted
 from ganlab.tuning import TuneConfig, run_study
 from ganlab import tracking
 
@@ -44,7 +44,7 @@ def main() -> int:
               f"{confirmation['mean']:.3f} ± {confirmation['std']:.3f}")
     if result.retrained_run_id:
         print(f"  retrained: run {result.retrained_run_id}")
-    print(f"  MLflow UI: `make ui`, then {tracking.run_url(result.experiment_id, result.parent_run_id)}")
+    print(f"  {tracking.ui_hint(result.experiment_id, result.parent_run_id, tracking.resolve_tracking_uri(config.tracking_uri))}")
     return 0
 
 

@@ -28,7 +28,8 @@ from ganlab import data, metrics, tracking
 from ganlab.cli import option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, build_models
-from ganlab.train import TrainConfig, resolve_device, train
+from ganlab.devices import has_native_bf16, resolve_device, resolve_precision
+from ganlab.train import TrainConfig, train
 
 IMAGES_PER_EPOCH = 60_000
 
@@ -39,6 +40,9 @@ class BenchmarkConfig:
 
     arch: str = option("mlp", "architecture", choices=list(ARCHITECTURES))
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    precision: str = option("auto", "ganlab's loop in bf16 autocast or fp32 (the reference loop stays fp32, as the "
+                            "reports ran it); auto: bf16 where the hardware has native bf16",
+                            choices=["auto", "fp32", "bf16"])
     steps: int = option(937, "training steps timed per loop (937 = one epoch at batch 64)")
     repeats: int = option(3, "rounds of the three loops, taken in turn; figures are medians")
     batch_size: int = option(64, "images per step, both loops")
@@ -135,7 +139,8 @@ def time_ganlab_loop(config: BenchmarkConfig, tracked: bool, show_progress: bool
     """`config.steps` steps of `ganlab.train.train` (no evaluation); tracked runs go to a throwaway store."""
     with tempfile.TemporaryDirectory(prefix="ganlab-benchmark-") as scratch:
         train_config = TrainConfig(arch=config.arch, batch_size=config.batch_size, seed=config.seed,
-                                   device=config.device, eval_every=0, max_steps=config.steps,
+                                   device=config.device, precision=config.precision, eval_every=0,
+                                   max_steps=config.steps,
                                    epochs=-(-config.steps * config.batch_size // IMAGES_PER_EPOCH),
                                    data_dir=config.data_dir, tracking_uri=f"sqlite:///{Path(scratch) / 'mlflow.db'}")
         result = train(train_config, show_progress=show_progress, track=tracked)
@@ -166,6 +171,8 @@ def run_benchmark(config: BenchmarkConfig, show_progress: bool = False) -> dict[
     results: dict[str, float | str] = {
         "device": device_name(device),
         "device_type": device.type,
+        "precision_resolved": resolve_precision(config.precision, device),
+        "native_bf16": str(has_native_bf16(device)),
         "reference_images_per_s": reference.images_per_second,
         "reference_epoch_seconds": reference.epoch_seconds,
         "ganlab_images_per_s": tracked.images_per_second,
@@ -200,20 +207,21 @@ def _synchronize(device: torch.device) -> None:
 
 
 def log_benchmark_run(config: BenchmarkConfig, results: dict[str, float | str]) -> tuple[str, str]:
-    """The results as one FINISHED MLflow run tagged ganlab.kind=benchmark; returns (run id, UI address)."""
+    """The results as one FINISHED MLflow run tagged ganlab.kind=benchmark; returns (run id, how to open it)."""
     client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
     experiment_id = tracking.get_or_create_experiment(client, config.experiment)
-    with tracking.store_errors("logging the benchmark run"):
-        run = client.create_run(experiment_id, run_name=f"benchmark-{config.arch}-{results['device_type']}",
+    with tracking.run_lifecycle(client, experiment_id, run_name=f"benchmark-{config.arch}-{results['device_type']}",
                                 tags={"ganlab.kind": "benchmark", "ganlab.arch": config.arch,
                                       "ganlab.device": str(results["device"]),
-                                      "mlflow.source.name": "experiments/benchmark.py"})
+                                      "mlflow.source.name": "experiments/benchmark.py"}) as run, \
+            tracking.store_errors("logging the benchmark run"):
         client.log_batch(run.info.run_id,
                          metrics=[Metric(name, value, int(time.time() * 1000), 0)
                                   for name, value in results.items() if isinstance(value, float)],
                          params=[tracking.mlflow_param(name, value)
                                  for name, value in {**dataclasses.asdict(config),
+                                                     "precision_resolved": results["precision_resolved"],
+                                                     "native_bf16": results["native_bf16"],
                                                      "torch_version": torch.__version__,
                                                      "torch_threads": torch.get_num_threads()}.items()])
-        client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id, tracking.run_url(experiment_id, run.info.run_id)
+    return run.info.run_id, tracking.ui_hint(experiment_id, run.info.run_id, client.tracking_uri)

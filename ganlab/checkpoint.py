@@ -4,64 +4,59 @@ A checkpoint directory holds two tensor slots (`state_a.safetensors`, `state_b.s
 manifest, `checkpoint.json`, that names the slot in use and its sha256. A save writes the slot *not*
 in use, then replaces the manifest with `os.replace`; a process killed at any moment therefore leaves
 either the old or the new checkpoint complete, never a torn one.
+
+This module is the file format only: it stores whatever flat state_dict it is given (`TrainingState.state_dict()`),
+tensors in the slot and every other value in the manifest.
 """
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ganlab import faults
 from ganlab.errors import GanlabError
 
 MANIFEST_NAME = "checkpoint.json"
-FORMAT = "ganlab-checkpoint-v1"
+FORMAT = "ganlab-checkpoint-v2"
+OLD_FORMATS = ("ganlab-checkpoint-v1",)  # still read: same tensors, the counters at the manifest's top level
 SLOTS = ("state_a.safetensors", "state_b.safetensors")
 
-
-@dataclass
-class TrainingState:
-    """Everything needed to continue training exactly where it stopped."""
-
-    epoch: int  # index of the epoch in progress (0-based); equals the number of finished epochs
-    step_in_epoch: int  # steps of that epoch already taken
-    global_step: int
-    tensors: dict[str, torch.Tensor]  # weights, optimizer moments, RNG states, epoch buffers
-    info: dict[str, Any] = field(default_factory=dict)  # JSON-friendly extras (optimizer param groups, timings)
+State = dict[str, Any]  # a flat state_dict: tensors go to the slot, everything else (JSON) to the manifest
 
 
-def save_checkpoint(directory: Path, state: TrainingState) -> Path:
-    """Write `state` into the free slot of `directory`, then switch the manifest to it."""
+def save_checkpoint(directory: Path, state: State) -> Path:
+    """Write the tensors of `state` into the free slot of `directory`, then switch the manifest to it (with the
+    state's other, JSON-friendly values)."""
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / MANIFEST_NAME
     in_use = _read_manifest(manifest_path)["tensors_file"] if manifest_path.exists() else SLOTS[1]
     slot_name = SLOTS[0] if in_use == SLOTS[1] else SLOTS[1]
 
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in state.tensors.items()}
+    tensors = {name: value.detach().to("cpu").contiguous() for name, value in state.items()
+               if isinstance(value, torch.Tensor)}
     slot_path = directory / slot_name
     temporary_path = slot_path.with_suffix(".tmp")
     save_file(tensors, str(temporary_path))
     _fsync_and_replace(temporary_path, slot_path)
+    faults.point("checkpoint")  # a kill here must leave the previous checkpoint readable
 
     manifest = {
         "format": FORMAT,
-        "epoch": state.epoch,
-        "step_in_epoch": state.step_in_epoch,
-        "global_step": state.global_step,
         "tensors_file": slot_name,
         "tensors_sha256": _sha256(slot_path),
-        "info": state.info,
+        "state": {name: value for name, value in state.items() if not isinstance(value, torch.Tensor)},
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest_path
 
 
-def load_checkpoint(directory: Path) -> TrainingState | None:
-    """The checkpoint in `directory`, or None when there is none; a damaged one is an error."""
+def load_checkpoint(directory: Path) -> State | None:
+    """The state saved in `directory`, or None when there is none; a damaged checkpoint is an error."""
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.exists():
         return None
@@ -69,13 +64,24 @@ def load_checkpoint(directory: Path) -> TrainingState | None:
     slot_path = directory / manifest["tensors_file"]
     if not slot_path.exists() or _sha256(slot_path) != manifest["tensors_sha256"]:
         raise GanlabError(f"checkpoint {slot_path} is missing or does not match its sha256 in {manifest_path}")
-    return TrainingState(
-        epoch=manifest["epoch"],
-        step_in_epoch=manifest["step_in_epoch"],
-        global_step=manifest["global_step"],
-        tensors=load_file(str(slot_path), device="cpu"),
-        info=manifest["info"],
-    )
+    try:
+        tensors = load_file(str(slot_path), device="cpu")
+    except Exception as error:  # safetensors raises its own error types for a malformed file
+        raise GanlabError(f"checkpoint {slot_path} is not a readable safetensors file: {error}") from error
+    if manifest["format"] in OLD_FORMATS:
+        values = {name: manifest[name] for name in ("epoch", "step_in_epoch", "global_step")} | manifest["info"]
+    else:
+        values = manifest["state"]
+    return {**values, **tensors}
+
+
+def saved_global_step(directory: Path | None) -> int | None:
+    """The global step of the checkpoint in `directory` (without reading its tensors), or None when there is none."""
+    manifest_path = directory / MANIFEST_NAME if directory is not None else None
+    if manifest_path is None or not manifest_path.exists():
+        return None
+    manifest = _read_manifest(manifest_path)
+    return manifest["global_step"] if manifest["format"] in OLD_FORMATS else manifest["state"]["global_step"]
 
 
 def checkpoint_files(directory: Path) -> list[Path]:
@@ -133,9 +139,9 @@ def _fsync_and_replace(temporary_path: Path, final_path: Path) -> None:
 def _read_manifest(manifest_path: Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise GanlabError(f"cannot read checkpoint manifest {manifest_path}: {error}") from error
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, *OLD_FORMATS):
         raise GanlabError(f"{manifest_path} is not a {FORMAT} manifest")
     return manifest
 

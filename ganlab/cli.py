@@ -27,7 +27,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
     for config_field in dataclasses.fields(config_class):
         value_type = _base_type(hints[config_field.name])
         extras = {key: value for key, value in config_field.metadata.items() if key != "help"}
-        help_text = f"{config_field.metadata.get('help', '')} (default: {config_field.default})"
+        help_text = config_field.metadata.get("help", "")
+        if config_field.default is not None and "default" not in help_text:  # None: the help says what happens
+            help_text += f" (default: {config_field.default})"
         flag = "--" + config_field.name.replace("_", "-")
         if value_type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -49,7 +51,7 @@ def run_script(main: Callable[[], int | None]) -> None:
         exit_code = main()
     except GanlabError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        sys.exit(getattr(error, "exit_code", EXIT_USAGE))  # 3: a run that stopped learning (TrainingFailed)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

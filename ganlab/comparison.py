@@ -130,7 +130,7 @@ def table_rows(runs: list[Run]) -> list[dict[str, str]]:
     """One row per run: name, id, the TABLE_PARAMS it was given, its last TABLE_METRICS and their protocol."""
     rows = []
     for run in runs:
-        row = {"run": run.info.run_name, "run_id": run.info.run_id}
+        row = {"run": run.info.run_name, "run_id": run.info.run_id, "status": tracking.status_in_words(run)}
         row.update({name: run.data.params.get(name, "") for name in TABLE_PARAMS})
         row.update({name: _format_number(run.data.metrics[name]) if name in run.data.metrics else ""
                     for name in TABLE_METRICS})
@@ -153,7 +153,8 @@ def table_markdown(rows: list[dict[str, str]]) -> str:
     """The table for people: params that differ between the runs, then the final metrics that any run has."""
     params = [name for name in TABLE_PARAMS if len({row[name] for row in rows}) > 1] or ["arch"]
     metric_names = [name for name in TABLE_METRICS if any(row[name] for row in rows)]
-    columns = ["run", "run_id", *params, *metric_names]
+    statuses = ["status"] if any(row["status"] != "FINISHED" for row in rows) else []  # e.g. KILLED (lost)
+    columns = ["run", "run_id", *statuses, *params, *metric_names]
     spaces = sorted({row["eval.feature_space"] for row in rows if row["eval.feature_space"]})
     samples = sorted({row["eval.samples"] for row in rows if row["eval.samples"]})
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -2,7 +2,9 @@
 
 The files live in torchvision's layout, `<root>/FashionMNIST/raw/`, uncompressed, and are read through
 torchvision's `FashionMNIST` class. Sources, in order: raw files already there; `.gz` files a user put
-in that folder; Debian's `dataset-fashion-mnist` package; torchvision's download.
+in that folder; Debian's `dataset-fashion-mnist` package; torchvision's download; and, for the data step of
+`make` (`python -m ganlab.data`) on a machine whose only network is the package mirrors, installing Debian's
+package with apt-get when this user may (root, or sudo without a password).
 
 Every file is checked against the published MD5 of the *uncompressed* data, not of the `.gz`:
 Debian recompressed the `.gz` files (new gzip header: no file name, new time stamp), so their MD5s
@@ -13,17 +15,21 @@ import argparse
 import gzip
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import urllib.error
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torchvision.datasets import FashionMNIST
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, first_line
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
 RAW_MD5 = {  # the published MD5s of the uncompressed files
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
@@ -45,8 +51,12 @@ def raw_dir(root: Path) -> Path:
 
 
 def prepare_fashion_mnist(root: Path, *, system_dir: Path = SYSTEM_DATA_DIR, allow_download: bool = True,
-                          raw_md5: dict[str, str] = RAW_MD5) -> dict[str, str]:
-    """Make `<root>/FashionMNIST/raw/` hold the four verified uncompressed files; return {file name: md5}."""
+                          raw_md5: dict[str, str] = RAW_MD5, install: Callable[[], None] | None = None,
+                          mirrors: list[str] | None = None) -> dict[str, str]:
+    """Make `<root>/FashionMNIST/raw/` hold the four verified uncompressed files; return {file name: md5}.
+
+    `install`, when given, is called once when the files are nowhere and not downloadable (from `mirrors`, else
+    torchvision's): it should put them in `system_dir` (`debian_installer()` does, with apt-get)."""
     target_dir = raw_dir(root)
     missing = []
     for name, expected_md5 in raw_md5.items():
@@ -65,15 +75,62 @@ def prepare_fashion_mnist(root: Path, *, system_dir: Path = SYSTEM_DATA_DIR, all
                 _extract_verified(source_dir / f"{name}.gz", target_dir / name, raw_md5[name])
             return dict(raw_md5)
 
-    if not allow_download:
-        raise GanlabError(f"Fashion-MNIST is not in {target_dir} (missing {', '.join(missing)}); {_FIXES}")
-    try:
-        for train in (True, False):
-            FashionMNIST(str(root), train=train, download=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise GanlabError(f"Fashion-MNIST is not in {target_dir} and torchvision could not download it "
-                          f"({_first_line(error)}); {_FIXES}") from error
+    problem = f"Fashion-MNIST is not in {target_dir} (missing {', '.join(missing)})"
+    if allow_download:
+        try:
+            _download(root, mirrors)
+            return prepare_fashion_mnist(root, system_dir=system_dir, allow_download=False, raw_md5=raw_md5)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            problem = f"Fashion-MNIST is not in {target_dir} and torchvision could not download it " \
+                      f"({first_line(error)})"
+    if install is None:
+        raise GanlabError(f"{problem}; {_FIXES}")
+    install()
     return prepare_fashion_mnist(root, system_dir=system_dir, allow_download=False, raw_md5=raw_md5)
+
+
+def _download(root: Path, mirrors: list[str] | None) -> None:
+    """torchvision's download of both splits, from its own mirrors or from `mirrors`."""
+    dataset_class = FashionMNIST if mirrors is None else type("MirroredFashionMNIST", (FashionMNIST,), {
+        "mirrors": mirrors, "resources": [(name, None) for name, _ in FashionMNIST.resources],
+        "raw_folder": property(lambda self: os.path.join(self.root, "FashionMNIST", "raw"))})
+    for train in (True, False):
+        dataset_class(str(root), train=train, download=True)
+
+
+def can_install_debian_packages() -> bool:
+    """Whether apt-get exists and this user may run it: root, or sudo without a password."""
+    if shutil.which("apt-get") is None:
+        return False
+    if os.geteuid() == 0:
+        return True
+    try:
+        return subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def debian_installer() -> Callable[[], None] | None:
+    """A function that installs Debian's dataset-fashion-mnist, or None where this user cannot install packages."""
+    if not can_install_debian_packages():
+        return None
+    apt_get = ["apt-get"] if os.geteuid() == 0 else ["sudo", "-n", "apt-get"]
+
+    def install() -> None:
+        print(f"Fashion-MNIST: not found and not downloadable; installing Debian's {DEBIAN_PACKAGE} "
+              f"({' '.join(apt_get)} install)", file=sys.stderr, flush=True)
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install_command = [*apt_get, "install", "-y", "-qq", DEBIAN_PACKAGE]
+        if subprocess.run(install_command, capture_output=True, env=environment).returncode == 0:
+            return
+        # A machine that never ran apt-get update knows no packages yet.
+        subprocess.run([*apt_get, "update", "-qq"], capture_output=True, env=environment)
+        result = subprocess.run(install_command, capture_output=True, text=True, env=environment)
+        if result.returncode != 0:
+            raise GanlabError(f"installing {DEBIAN_PACKAGE} failed ({first_line(Exception(result.stderr))}); "
+                              f"{_FIXES}")
+
+    return install
 
 
 def load_images(root: Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +162,7 @@ def _extract_verified(gz_path: Path, raw_path: Path, expected_md5: str) -> None:
                 while chunk := source.read(1 << 20):
                     target.write(chunk)
         except (OSError, EOFError, zlib.error) as error:
-            raise GanlabError(f"{gz_path} is corrupt ({_first_line(error)}); {_FIXES}") from error
+            raise GanlabError(f"{gz_path} is corrupt ({first_line(error)}); {_FIXES}") from error
         content_md5 = _md5_of_file(temporary_path)
         if content_md5 != expected_md5:
             raise GanlabError(f"{gz_path} is corrupt: its content's MD5 is {content_md5}, the published one is "
@@ -123,17 +180,13 @@ def _md5_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-
-
 def main() -> int:
     """`python -m ganlab.data`: prepare the data alone and say where it is."""
     parser = argparse.ArgumentParser(description="Prepare Fashion-MNIST for ganlab.")
     parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
     root = resolve_data_dir(parser.parse_args().data_dir)
     try:
-        prepare_fashion_mnist(root)
+        prepare_fashion_mnist(root, install=debian_installer())
     except GanlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

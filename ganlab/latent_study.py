@@ -37,7 +37,7 @@ class LatentStudyConfig:
     grid_offset: float = option(4.0, "the offset of the 15×8 grid, the dimension comparison and the all-dims sweep")
     magnitude_dim: int | None = option(None, "the dim of the magnitude comparison (default: the first of --dims)")
     z_seed: int = option(0, "seed of the display latents")
-    z_file: str | None = option(None, ".npy file of display latents [N, latent_dim] (instead of --z-seed)")
+    z_file: str | None = option(None, ".npy file of display latents [N, latent_dim], instead of --z-seed (default: none)")
     samples: int = option(8, "display images per row")
     stats_samples: int = option(512, "latent vectors behind every measured number")
     stats_seed: int = option(1, "seed of the statistics latents, the random directions and GANSpace's PCA")

@@ -18,6 +18,8 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from ganlab.errors import first_line
+
 STEP_METRIC_NAMES = ("loss_g", "loss_d", "d_real", "d_fake")  # the columns of a row
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 
@@ -48,7 +50,7 @@ def main(arguments: list[str]) -> int:
             write_rows(client, run_id, request["first_step"], request["rows"])
             reply = "ok"
         except Exception as error:  # noqa: BLE001 - sent to the training process, which stops with it
-            reply = "error: " + (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reply = "error: " + first_line(error)
         sys.stdout.write(reply + "\n")
         sys.stdout.flush()
     return 0

@@ -197,3 +197,22 @@ def study_curves_figure(curves: np.ndarray, objective_name: str) -> Figure:
     axes.set_title(f"{len(curves)} trials, coloured by final rank (dark = best)")
     axes.grid(alpha=0.3)
     return figure
+
+
+def arm_curves(curves_by_arm: dict[str, list[list[float]]], ylabel: str, title: str) -> Figure:
+    """One colour per arm: each seed's curve by epoch faint, their mean bold."""
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for (arm, curves), color in zip(curves_by_arm.items(), matplotlib.colormaps["tab10"].colors):
+        for curve in curves:
+            axes.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, linewidth=0.8)
+        length = min(len(curve) for curve in curves) if curves else 0
+        if length:
+            mean = np.mean([curve[:length] for curve in curves], axis=0)
+            axes.plot(range(1, length + 1), mean, color=color, linewidth=2, marker="o", label=f"{arm} (mean)")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    return figure

@@ -33,12 +33,17 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ganlab import checkpoint
-from ganlab.errors import GanlabError
+from ganlab import health
+from ganlab.errors import GanlabError, TrainingFailed, TrainingInterrupted, first_line
 from ganlab.metric_writer import STEP_METRIC_NAMES
 from ganlab.models import build_generator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `make ui` serves the MLflow UI
+HEARTBEAT_TAG = "ganlab.heartbeat"  # unix seconds, refreshed by the process writing the run
+HEARTBEAT_EVERY_SECONDS = 30
+DEFAULT_STALE_AFTER_SECONDS = 600  # a RUNNING run silent this long is lost ($GANLAB_STALE_AFTER_S)
+ENDING_TAGS = ("ganlab.error", "ganlab.failure", "ganlab.failure_step", "ganlab.stop_reason", "ganlab.stopped_early")
 
 for _noisy_logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_noisy_logger).setLevel(logging.WARNING)
@@ -71,7 +76,7 @@ def connect(tracking_uri: str) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow wraps store failures in several types (MlflowException, SQLAlchemy, OSError)
-        raise GanlabError(f"tracking store {tracking_uri} is not usable: {_first_line(error)}") from error
+        raise GanlabError(f"tracking store {tracking_uri} is not usable: {first_line(error)}") from error
     return client
 
 
@@ -81,7 +86,7 @@ def store_errors(doing: str):
     try:
         yield
     except MlflowException as error:
-        raise GanlabError(f"tracking store failed while {doing}: {_first_line(error)}") from error
+        raise GanlabError(f"tracking store failed while {doing}: {first_line(error)}") from error
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -114,9 +119,22 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def run_url(experiment_id: str, run_id: str) -> str:
-    """The run in the MLflow UI's model-training view (MLflow 3 opens the GenAI view otherwise)."""
-    return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+def run_url(experiment_id: str, run_id: str, tracking_uri: str | None = None) -> str:
+    """The run in the MLflow UI's model-training view (MLflow 3 opens the GenAI view otherwise): on the tracking
+    server itself when the store is one, else where `make ui` serves the local store."""
+    ui_address = tracking_uri.rstrip("/") if is_server(tracking_uri) else UI_ADDRESS
+    return f"{ui_address}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def ui_hint(experiment_id: str, run_id: str, tracking_uri: str | None) -> str:
+    """How to open a run, for a script's summary: the server's own page, or `make ui` for a local store."""
+    url = run_url(experiment_id, run_id, tracking_uri)
+    return f"MLflow UI: {url}" if is_server(tracking_uri) else f"MLflow UI: `make ui`, then {url}"
+
+
+def is_server(tracking_uri: str | None) -> bool:
+    """Whether the store is a tracking server (http or https) rather than a local database or folder."""
+    return bool(tracking_uri) and urlparse(tracking_uri).scheme in ("http", "https")
 
 
 def local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
@@ -193,11 +211,135 @@ def finish_derived_run(client: MlflowClient, run_id: str, folder: Path, metrics:
         client.set_terminated(run_id, "FINISHED")
 
 
+class StoppedEarly(Exception):
+    """Raised inside `run_lifecycle` to end the run KILLED on purpose (a pruned trial), with the reason as a tag."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def run_lifecycle(client: MlflowClient, experiment_id: str | None = None, *, run_name: str | None = None,
+                  tags: dict[str, str] | None = None, reopen_run_id: str | None = None):
+    """Create a run (or reopen `reopen_run_id`) and end it by how the block ends, for every kind of run.
+
+    Normal exit → FINISHED. An interrupt (Ctrl-C, SIGTERM) or a `StoppedEarly` → KILLED, with tag
+    `ganlab.stopped_early` for the latter. Any other exception → FAILED with the error's first line as tag
+    `ganlab.error` (and `ganlab.failure`, `ganlab.failure_step` when training stopped learning). Yields the run.
+    """
+    with store_errors("opening the run"):
+        if reopen_run_id is None:
+            run = client.create_run(experiment_id, run_name=run_name,
+                                    tags={**(tags or {}), HEARTBEAT_TAG: str(int(time.time()))})
+        else:
+            client.update_run(reopen_run_id, status="RUNNING")
+            client.set_tag(reopen_run_id, HEARTBEAT_TAG, str(int(time.time())))
+            earlier_tags = client.get_run(reopen_run_id).data.tags
+            for tag in ENDING_TAGS:  # why it ended before: no longer true once it runs again
+                if tag in earlier_tags:
+                    client.delete_tag(reopen_run_id, tag)
+            run = client.get_run(reopen_run_id)
+    run_id = run.info.run_id
+    try:
+        yield run
+    except StoppedEarly as stop:
+        _end_run(client, run_id, "KILLED", {"ganlab.stopped_early": stop.reason})
+        raise
+    except (KeyboardInterrupt, TrainingInterrupted):
+        _end_run(client, run_id, "KILLED", {})
+        raise
+    except BaseException as error:
+        failure_tags = {"ganlab.error": first_line(error)}
+        if isinstance(error, TrainingFailed):
+            failure_tags.update({"ganlab.failure": error.kind, "ganlab.failure_step": str(error.step)})
+        _end_run(client, run_id, "FAILED", failure_tags)
+        raise
+    _end_run(client, run_id, "FINISHED", {}, strict=True)
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str], strict: bool = False) -> None:
+    """Tag and end a run; on the way out of an error the store's own failure must not hide that error."""
+    try:
+        with store_errors(f"marking run {run_id} {status}"):
+            if tags:
+                client.log_batch(run_id, tags=[RunTag(name, value) for name, value in tags.items()])
+            client.set_terminated(run_id, status=status)
+    except GanlabError:
+        if strict:
+            raise
+
+
+def stale_after_seconds() -> float:
+    """How long a RUNNING run may go without a heartbeat before it counts as lost."""
+    value = os.environ.get("GANLAB_STALE_AFTER_S", str(DEFAULT_STALE_AFTER_SECONDS))
+    try:
+        return float(value)
+    except ValueError as error:
+        raise GanlabError(f"GANLAB_STALE_AFTER_S must be a number of seconds, got {value!r}") from error
+
+
+def close_lost_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED (tag `ganlab.stop_reason=lost`) every RUNNING run of the experiment whose process stopped
+    refreshing its heartbeat (SIGKILL, a lost machine), so the UI does not fill with ghosts; `--resume` still
+    continues them. Returns their ids."""
+    now, stale_after = time.time(), stale_after_seconds()
+    lost = []
+    with store_errors("looking for lost runs"):
+        for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            last_sign_of_life = _heartbeat_seconds(run)
+            if now - last_sign_of_life > stale_after:
+                client.set_tag(run.info.run_id, "ganlab.stop_reason", "lost")
+                client.set_terminated(run.info.run_id, "KILLED")
+                lost.append(run.info.run_id)
+    return lost
+
+
+@contextlib.contextmanager
+def heartbeat(client: MlflowClient, run_id: str, every_seconds: float = HEARTBEAT_EVERY_SECONDS):
+    """Refresh a run's heartbeat from a thread for the block: for runs that last while other runs do the work (a
+    study's parent run while its trials train)."""
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while not stopped.wait(every_seconds):
+            with contextlib.suppress(MlflowException, OSError):  # a missed beat is retried; the store may blink
+                client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join(timeout=10)
+
+
+def status_in_words(run) -> str:
+    """A run's status with why it ended there: `KILLED (lost)`, `FAILED (saturated at step 101)`, `FINISHED`, …"""
+    tags = run.data.tags
+    if tags.get("ganlab.failure"):
+        return f"{run.info.status} ({tags['ganlab.failure']} at step {tags.get('ganlab.failure_step', '?')})"
+    reason = ("lost" if tags.get("ganlab.stop_reason") == "lost" and run.info.status == "KILLED"
+              else "stopped early" if tags.get("ganlab.stopped_early") else "")
+    return f"{run.info.status} ({reason})" if reason else run.info.status
+
+
+def _heartbeat_seconds(run) -> float:
+    """When the run's process last said it was alive (its start for runs without a heartbeat tag)."""
+    try:
+        return float(run.data.tags[HEARTBEAT_TAG])
+    except (KeyError, ValueError):
+        return run.info.start_time / 1000
+
+
 class RunLogger:
-    """Writes one MLflow run from a background thread, in submission order.
+    """Writes one MLflow run from a background thread, in submission order; a context manager.
 
     The first failure stops further writes and is raised, as a GanlabError, by the next call from the
-    training thread, so a store that goes away ends training with one clear line.
+    training thread, so a store that goes away ends training with one clear line. Each block of step values is
+    also checked for health (`ganlab.health`) on that thread, where the values are host numbers already, and the
+    run's heartbeat is refreshed as they are written: a training that hangs stops refreshing it.
     """
 
     def __init__(self, client: MlflowClient, run_id: str, skip_steps_through: int = 0,
@@ -207,6 +349,8 @@ class RunLogger:
         self.skip_steps_through = skip_steps_through  # steps already in the store (a resumed run replays them)
         self.skip_epochs_through = skip_epochs_through
         self.latest_step_values: dict[str, float] = {}  # for the progress bar; written by the worker
+        self.health_monitor = health.HealthMonitor()  # fed by the worker; read by the training thread
+        self._last_heartbeat = time.monotonic()
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._error: BaseException | None = None
         # Its own session: Ctrl-C reaches training, which flushes through it; it ends when its stdin closes,
@@ -218,6 +362,23 @@ class RunLogger:
         self._worker = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
         self._worker.start()
         self.submit(self._await_metric_writer)  # so wait() also covers its start-up (imports: a CPU second)
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        """Finish the queued writes (their failure is raised unless another error is already on its way out)."""
+        try:
+            if error_type is None:
+                self.wait()
+            else:
+                self._tasks.join()
+        finally:
+            self._tasks.put(None)
+            self._worker.join(timeout=60)
+            with contextlib.suppress(OSError):  # already gone: its error, if any, was raised above
+                self._metric_writer.stdin.close()
+            self._metric_writer.wait(timeout=60)
 
     # Submitting work (training thread).
 
@@ -262,19 +423,6 @@ class RunLogger:
         self._tasks.join()
         self._raise_pending_error()
 
-    def close(self, status: str) -> None:
-        """Finish the queued writes, then mark the run FINISHED, KILLED or FAILED."""
-        try:
-            self.wait()
-        finally:
-            self._tasks.put(None)
-            self._worker.join(timeout=60)
-            with contextlib.suppress(OSError):  # already gone: its error, if any, was raised above
-                self._metric_writer.stdin.close()
-            self._metric_writer.wait(timeout=60)
-            with store_errors(f"marking run {self.run_id} {status}"):
-                self.client.set_terminated(self.run_id, status=status)
-
     # The worker thread.
 
     def _work(self) -> None:
@@ -297,6 +445,9 @@ class RunLogger:
 
     def _write_step_values(self, first_step: int, step_values: torch.Tensor) -> None:
         rows = step_values.cpu().tolist()  # waits for the device here, on this thread only
+        self.health_monitor.check(first_step, rows)
+        if self.health_monitor.failure is not None:  # from there on the values are not training but its wreck:
+            rows = rows[:max(0, self.health_monitor.failure.step - first_step)]  # a resume logs those steps anew
         already_logged = max(0, min(len(rows), self.skip_steps_through - first_step + 1))
         if len(rows) > already_logged:
             self._metric_writer.stdin.write(json.dumps({"first_step": first_step + already_logged,
@@ -308,10 +459,13 @@ class RunLogger:
                                   f"the metric writer process ended (exit {self._metric_writer.poll()})")
         if rows:
             self.latest_step_values = dict(zip(STEP_METRIC_NAMES, rows[-1]))
+        if time.monotonic() - self._last_heartbeat > HEARTBEAT_EVERY_SECONDS:
+            self._last_heartbeat = time.monotonic()
+            self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
 
     def _raise_pending_error(self) -> None:
         if self._error is not None:
-            raise GanlabError(f"writing to the tracking store failed: {_first_line(self._error)}") from self._error
+            raise GanlabError(f"writing to the tracking store failed: {first_line(self._error)}") from self._error
 
 
 class NullRunLogger:
@@ -319,7 +473,12 @@ class NullRunLogger:
     untracked runs a benchmark compares against."""
 
     latest_step_values: dict[str, float] = {}
+    health_monitor = health.HealthMonitor()  # never fed: no values reach the host, so nothing is checked
 
+    def __enter__(self) -> "NullRunLogger":
+        return self
+
+    def __exit__(self, *exception_info) -> None: ...
     def log_step_values(self, first_step: int, step_values: torch.Tensor) -> None: ...
     def log_epoch(self, epoch: int, metrics: dict, sample_grid: np.ndarray) -> None: ...
     def log_params(self, params: dict[str, object]) -> None: ...
@@ -328,7 +487,6 @@ class NullRunLogger:
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifact(self, local_path: Path, artifact_path: str) -> None: ...
     def wait(self) -> None: ...
-    def close(self, status: str) -> None: ...
 
 
 def publish_checkpoint(run_logger: RunLogger, checkpoint_dir: Path, artifact_dir: Path | None) -> None:
@@ -375,8 +533,3 @@ def _sqlite_path(tracking_uri: str) -> Path:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]

@@ -3,7 +3,7 @@
 The loop is the reports' (PyTorch-GAN's): per batch one generator step with the non-saturating BCE
 loss, then one discriminator step on real and on the same fakes, detached. What ganlab adds is around
 it: the data lives on the device, every step is tracked in MLflow without host syncs, every epoch is
-checkpointed atomically, and an interrupted run resumes to the same weights.
+checkpointed atomically, a run that stops learning says so, and an interrupted run resumes to the same weights.
 """
 
 import contextlib
@@ -13,26 +13,24 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from mlflow import MlflowClient
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 import ganlab
-from ganlab import checkpoint, data, distributed, metrics, tracking
+from ganlab import checkpoint, data, devices, distributed, faults, health, metrics, run_outputs, tracking
 from ganlab.cli import option
-from ganlab.errors import GanlabError
-from ganlab.models import ARCHITECTURES, IMAGE_SHAPE, build_models, count_parameters, model_summary
-from ganlab.plots import class_histogram_figure, image_grid, training_curves
+from ganlab.errors import GanlabError, TrainingFailed, TrainingInterrupted
+from ganlab.models import ARCHITECTURES, count_parameters, model_summary
+from ganlab.plots import class_histogram_figure, image_grid
+from ganlab.training_state import TrainingState
 
-SAMPLE_GRID_SIZE = 64  # the fixed latent batch drawn every epoch, 8 per row
-FLUSH_EVERY_STEPS = 100  # per-step metrics go to the tracking thread in blocks of this many steps
+FLUSH_EVERY_STEPS = 100  # per-step metrics go to the tracking thread (and the health check) in blocks of this many
 
 
 @dataclass
@@ -49,13 +47,16 @@ class TrainConfig:
     latent_dim: int = option(100, "length of the latent vector z")
     seed: int = option(0, "seeds weights, batch order, latents and the sample grid")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    precision: str = option("auto", "bf16 autocast or fp32 (weights and optimizer state stay fp32); auto: bf16 where "
+                            "the hardware has native bf16 (AMX / AVX-512 BF16 CPUs, CUDA GPUs), else fp32",
+                            choices=list(devices.PRECISIONS))
     label_smoothing: float = option(0.0, "one-sided label smoothing: D's target for real images is 1 - this")
     instance_noise: float = option(0.0, "std of Gaussian noise added to every image D sees (0: none)")
     d_update_every: int = option(1, "update D on every Nth step only (a weaker D; 1: every step, as the reports)")
     eval_every: int = option(5, "FID, KID, precision/recall, … every N epochs and after the last (0: never)")
     eval_samples: int = option(10_000, "generated samples per evaluation")
-    max_steps: int | None = option(None, "stop after this many steps in all (smoke runs)")
-    train_images: int | None = option(None, "train on the first N of the 60000 images only (smoke runs)")
+    max_steps: int | None = option(None, "stop after this many steps in all, for smoke runs (default: no cap)")
+    train_images: int | None = option(None, "train on the first N of the 60000 images only, for smoke runs (default: all)")
     data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
     experiment: str = option("fashion-mnist-gan", "MLflow experiment name")
     run_name: str | None = option(None, "MLflow run name (default: ARCH-sSEED)")
@@ -65,6 +66,8 @@ class TrainConfig:
         """Reject settings that cannot train, with a message that names the flag."""
         if self.arch not in ARCHITECTURES:
             raise GanlabError(f"unknown --arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+        if self.precision not in devices.PRECISIONS:
+            raise GanlabError(f"unknown --precision {self.precision!r}: choose one of {', '.join(devices.PRECISIONS)}")
         if self.eval_every < 0:
             raise GanlabError(f"--eval-every must be 0 (never) or positive, got {self.eval_every}")
         if not 0 <= self.label_smoothing < 1:
@@ -98,9 +101,9 @@ class TrainResult:
     final_step_values: dict[str, float]
     wall_seconds: float
     artifact_uri: str
-    run_url: str
     steps_run: int  # optimizer steps taken by this call (a resumed run counts only its new ones)
     step_seconds: float  # time spent in those steps, without data loading, epoch ends and evaluation
+    precision: str = "fp32"  # what --precision resolved to
 
 
 def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
@@ -113,46 +116,21 @@ def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
     saved = tracking.artifact_bytes(client, run_id, "config/train_config.json")
     try:
         return TrainConfig(**json.loads(saved or b""))
-    except (json.JSONDecodeError, TypeError) as error:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise GanlabError(f"run {run_id} has no readable config/train_config.json to resume from") from error
-
-
-class TrainingInterrupted(Exception):
-    """Raised after Ctrl-C / SIGTERM once the checkpoint is written and the run marked KILLED."""
-
-    def __init__(self, signal_number: int, run_id: str):
-        super().__init__(f"interrupted by signal {signal_number}; resume with --resume {run_id}")
-        self.signal_number = signal_number
-        self.run_id = run_id
-
-
-def resolve_device(requested: str) -> torch.device:
-    """`auto` → the best available device; anything else must exist here."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as error:
-        raise GanlabError(f"unknown --device {requested!r}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanlabError(f"--device {requested} asked for, but this machine has no usable CUDA GPU")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise GanlabError(f"--device {requested} asked for, but MPS is not available here")
-    return device
 
 
 def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.optim.Optimizer,
              optimizer_d: torch.optim.Optimizer, real_images: torch.Tensor, latents: torch.Tensor,
              real_label: float = 1.0, instance_noise: float = 0.0, noise_rng: torch.Generator | None = None,
-             update_d: bool = True) -> torch.Tensor:
-    """One G update then one D update; returns (loss_g, loss_d, mean D(x), mean D(G(z))) as one device tensor.
+             update_d: bool = True,
+             autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> torch.Tensor:
+    """One G update then one D update; returns (loss_g, loss_d, mean D(x), mean D(G(z))) as one fp32 device tensor.
 
     The defaults are the reports' step. The other arguments are the usual remedies for a D that wins: a real
-    label below 1 (one-sided label smoothing), instance noise on everything D sees, and skipping D updates.
+    label below 1 (one-sided label smoothing), instance noise on everything D sees, and skipping D updates; and
+    `autocast`, the forward passes' number format (`devices.autocast`). The losses are computed in fp32 outside it:
+    CUDA refuses BCE under autocast, and D's probabilities are fp32 already (each Discriminator casts its logits).
     """
     real_labels = torch.full((real_images.size(0), 1), real_label, device=real_images.device)
     fake_labels = torch.zeros(real_images.size(0), 1, device=real_images.device)
@@ -165,24 +143,110 @@ def gan_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: torch.
 
     # Generator: make D call the fakes real (the non-saturating loss of Goodfellow et al.).
     optimizer_g.zero_grad(set_to_none=True)
-    fake_images = generator(latents)
+    with autocast():
+        fake_images = generator(latents)
     # D's gradients from this backward are thrown away below; under DDP, no_sync spares averaging them.
     with getattr(discriminator, "no_sync", contextlib.nullcontext)():
-        loss_g = nn.functional.binary_cross_entropy(discriminator(as_seen_by_d(fake_images)), generator_labels)
+        with autocast():
+            d_on_generated = discriminator(as_seen_by_d(fake_images))
+        loss_g = _bce(d_on_generated.float(), generator_labels)
         loss_g.backward()
     optimizer_g.step()
 
     # Discriminator: real → 1, the same fakes (detached) → 0, averaged as in the reports.
     optimizer_d.zero_grad(set_to_none=True)
     with torch.set_grad_enabled(update_d):
-        d_on_real = discriminator(as_seen_by_d(real_images))
-        d_on_fake = discriminator(as_seen_by_d(fake_images.detach()))
-        loss_d = (nn.functional.binary_cross_entropy(d_on_real, real_labels)
-                  + nn.functional.binary_cross_entropy(d_on_fake, fake_labels)) / 2
+        with autocast():
+            d_on_real = discriminator(as_seen_by_d(real_images)).float()
+            d_on_fake = discriminator(as_seen_by_d(fake_images.detach())).float()
+        loss_d = (_bce(d_on_real, real_labels) + _bce(d_on_fake, fake_labels)) / 2
     if update_d:
         loss_d.backward()
         optimizer_d.step()
     return torch.stack([loss_g.detach(), loss_d.detach(), d_on_real.detach().mean(), d_on_fake.detach().mean()])
+
+
+def _bce(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reports' BCE. A NaN probability (a diverged D) is scored as 0.5 here: the CPU kernel would raise on it and
+    CUDA's would kill the process with a device-side assert, while the NaN in the logged D outputs tells the health
+    check (ganlab.health) that training diverged. Finite probabilities pass unchanged."""
+    return nn.functional.binary_cross_entropy(torch.nan_to_num(probabilities, nan=0.5), targets)
+
+
+@dataclass
+class TrainingData:
+    """The training images on the device, scaled to [-1, 1], and how they split into steps."""
+
+    images: torch.Tensor
+    steps_per_epoch: int  # the last partial batch is dropped
+    file_md5: dict[str, str]  # of the Fashion-MNIST files, logged with the run
+
+
+def load_training_data(config: TrainConfig, device: torch.device) -> TrainingData:
+    """Verify the files, then move the (first `train_images`) training images to the device once."""
+    data_dir = data.resolve_data_dir(config.data_dir)
+    file_md5 = data.prepare_fashion_mnist(data_dir)
+    images_uint8, _ = data.load_images(data_dir, train=True)
+    images = data.to_training_tensor(images_uint8[: config.train_images], device)
+    steps_per_epoch = len(images) // config.batch_size
+    if steps_per_epoch == 0:
+        raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(images)} training images")
+    return TrainingData(images, steps_per_epoch, file_md5)
+
+
+class StopRequests:
+    """Ctrl-C and SIGTERM ask training to stop after the current step (a second one stops at once)."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
+
+    def _handle(self, signal_number, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.signal_number = signal_number
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[StopRequests]:
+    """Catch Ctrl-C / SIGTERM for the block; the previous handlers come back after it."""
+    requests = StopRequests()
+    previous = {number: signal.signal(number, requests._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requests
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@dataclass
+class Loop:
+    """What the loop's steps share besides the TrainingState: settings, where things go, how to stop."""
+
+    config: TrainConfig
+    device: torch.device
+    precision: str
+    ranks: distributed.Ranks
+    data: TrainingData
+    total_steps: int
+    run_logger: tracking.RunLogger | tracking.NullRunLogger
+    run_id: str
+    checkpoint_dir: Path | None  # None: nothing is checkpointed (untracked runs)
+    artifact_dir: Path | None  # the run's artifact folder when it is on this file system
+    evaluator: metrics.Evaluator | None
+    stop: StopRequests
+    progress: tqdm
+    steps_run: int = 0
+    step_seconds: float = 0.0
+
+    def done(self, state: TrainingState) -> bool:
+        return state.global_step >= self.total_steps or state.epoch >= self.config.epochs
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return devices.autocast(self.device, self.precision)
 
 
 def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: bool = True,
@@ -195,269 +259,276 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     each epoch's metrics once its checkpoint is written; when it returns a reason, training stops there and the run
     ends KILLED with tag `ganlab.stopped_early` (how a pruned Optuna trial ends). `track=False` trains with no run,
     checkpoint or evaluation (the benchmark's measure of what tracking costs). Under torchrun every rank calls this;
-    rank 0 alone tracks.
+    rank 0 alone tracks. A run that stops learning raises TrainingFailed; Ctrl-C / SIGTERM raise TrainingInterrupted.
     """
     wall_start = time.perf_counter()
     config.validate()
+
+    # Set up: ranks and device, the store (a bad URI fails before minutes of data loading), data, networks.
     ranks = distributed.ranks_from_environment()
-    device = distributed.start(ranks, resolve_device(config.device))
-    rank_batch_size = distributed.rank_batch_size(config.batch_size, ranks)
+    device = distributed.start(ranks, devices.resolve_device(config.device))
+    precision = devices.resolve_precision(config.precision, device)
     tracked = track and ranks.is_main
+    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri)) if tracked or resume_run_id \
+        else None
+    training_data = load_training_data(config, device)
+    state = TrainingState.create(config, device, len(training_data.images), training_data.steps_per_epoch)
+    if resume_run_id is not None:  # every rank restores the same state, optimizers included
+        _restore_checkpoint(state, client, resume_run_id)
+    evaluator = metrics.Evaluator(data.resolve_data_dir(config.data_dir), device) \
+        if config.eval_every and tracked else None
+    run_info = {"run_id": resume_run_id or "", "experiment_id": "", "artifact_uri": ""}
+    status = "FINISHED"
 
-    # Connect to the tracking store first: a bad URI should fail before minutes of data loading.
-    client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri)) \
-        if tracked or resume_run_id else None
+    try:
+        with contextlib.ExitStack() as exits:
+            # Open the run: a new one with its params, or the resumed one. It ends FINISHED, KILLED or FAILED
+            # by how this block ends (tracking.run_lifecycle).
+            run_logger, run_info = _open_run(exits, client, config, state, training_data, device, precision,
+                                             resume_run_id, extra_tags or {}, tracked, ranks)
+            checkpoint_dir, artifact_dir = _checkpoint_dirs(exits, client, run_info["run_id"], tracked)
+            loop = Loop(config=config, device=device, precision=precision, ranks=ranks, data=training_data,
+                        total_steps=min(training_data.steps_per_epoch * config.epochs,
+                                        config.max_steps or sys.maxsize),
+                        run_logger=run_logger, run_id=run_info["run_id"], checkpoint_dir=checkpoint_dir,
+                        artifact_dir=artifact_dir, evaluator=evaluator, stop=exits.enter_context(stop_requests()),
+                        progress=exits.enter_context(_progress_bar(config, state, show_progress and ranks.is_main)))
+            # Under torchrun: DDP averages the gradients over the ranks. The plain modules stay for sampling/saving.
+            models = (distributed.wrap(state.generator, ranks), distributed.wrap(state.discriminator, ranks))
+            run_logger.wait()  # the run's set-up writes land before the first step, not beside the loop
 
-    # Load the training set onto the device once, scaled to [-1, 1] there.
-    data_dir = data.resolve_data_dir(config.data_dir)
-    dataset_md5 = data.prepare_fashion_mnist(data_dir)
-    train_images_uint8, _ = data.load_images(data_dir, train=True)
-    if config.train_images is not None:
-        train_images_uint8 = train_images_uint8[: config.train_images]
-    all_real_images = data.to_training_tensor(train_images_uint8, device)
-    steps_per_epoch = len(all_real_images) // config.batch_size  # the last partial batch is dropped
-    if steps_per_epoch == 0:
-        raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(all_real_images)} training images")
-    total_steps = min(steps_per_epoch * config.epochs, config.max_steps or sys.maxsize)
-    evaluator = metrics.Evaluator(data_dir, device) if config.eval_every and tracked else None
+            # The loop: epochs of shuffled batches from the device-resident images, each ending with a checkpoint.
+            while not loop.done(state):
+                run_epoch(loop, state, models)
+                epoch_metrics = end_epoch(loop, state)
+                save_checkpoint(loop, state)
+                stop_reason = after_epoch(state.epoch, {name: float(value) for name, value in epoch_metrics.items()}) \
+                    if after_epoch else None
+                if stop_reason:
+                    raise tracking.StoppedEarly(stop_reason)
 
-    # Construct networks, optimizers and the random streams, all from the seed.
-    torch.manual_seed(config.seed)
-    generator, discriminator = build_models(config.arch, config.latent_dim)
-    # channels_last makes the CNN step ~1.3x faster on the CPU; Linear-only models are unaffected.
-    generator = generator.to(device, memory_format=torch.channels_last)
-    discriminator = discriminator.to(device, memory_format=torch.channels_last)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
-    order_rng = torch.Generator().manual_seed(config.seed)  # batch order, on the CPU
-    latent_rng = torch.Generator(device).manual_seed(config.seed + 1)  # training latents, on the device
-    fixed_latents = torch.randn(SAMPLE_GRID_SIZE, config.latent_dim,
-                                generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
+            # After training: final weights, the config to rebuild G, and the curves from the store.
+            if tracked:
+                run_outputs.log_final_model(run_logger, config, state.generator, state.discriminator,
+                                            run_info["run_id"], state.epoch, state.global_step)
+                run_logger.wait()
+                run_outputs.log_curves(run_logger, client, run_info["run_id"], training_data.steps_per_epoch)
+    except tracking.StoppedEarly:
+        status = "KILLED"
+    finally:
+        if ranks.is_distributed:
+            distributed.stop()
+    return _result(client, run_info, status, wall_start, loop, precision)
 
-    # Open the MLflow run: a new one, or the resumed one with its checkpoint restored.
-    experiment_id = tracking.get_or_create_experiment(client, config.experiment) if tracked else ""
+
+def _open_run(exits: contextlib.ExitStack, client: MlflowClient | None, config: TrainConfig, state: TrainingState,
+              training_data: TrainingData, device: torch.device, precision: str, resume_run_id: str | None,
+              extra_tags: dict[str, str], tracked: bool, ranks: distributed.Ranks):
+    """The run's lifecycle and its logger, entered on `exits`; a new run gets its params, tags and model summary."""
     if not tracked:
-        run_logger, run_id, run_artifact_uri = tracking.NullRunLogger(), resume_run_id or "", ""
-    elif resume_run_id is None:
-        with tracking.store_errors("creating the run"):
-            run = client.create_run(experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
-                                    tags={**_run_tags(config), **(extra_tags or {})})
-        run_logger = tracking.RunLogger(client, run.info.run_id)
+        return exits.enter_context(tracking.NullRunLogger()), {
+            "run_id": resume_run_id or "", "experiment_id": "", "artifact_uri": ""}
+    experiment_id = tracking.get_or_create_experiment(client, config.experiment)
+    tracking.close_lost_runs(client, experiment_id)
+    run = exits.enter_context(tracking.run_lifecycle(
+        client, experiment_id, run_name=config.run_name or f"{config.arch}-s{config.seed}",
+        tags={**_run_tags(config), **extra_tags}, reopen_run_id=resume_run_id))
+    run_id = run.info.run_id
+    if resume_run_id is None:
+        run_logger = exits.enter_context(tracking.RunLogger(client, run_id))
         run_logger.log_params({
             **dataclasses.asdict(config),
             "device_resolved": str(device),
+            "precision_resolved": precision,
             "world_size": ranks.world_size,  # processes under torchrun, each training on batch_size / world_size
-            "steps_per_epoch": steps_per_epoch,
-            "generator_parameters": count_parameters(generator),
-            "discriminator_parameters": count_parameters(discriminator),
+            "steps_per_epoch": training_data.steps_per_epoch,
+            "generator_parameters": count_parameters(state.generator),
+            "discriminator_parameters": count_parameters(state.discriminator),
             "torch_version": torch.__version__,
             "ganlab_version": ganlab.__version__,
-            **{f"dataset_md5.{name}": md5 for name, md5 in dataset_md5.items()},
+            **{f"dataset_md5.{name}": md5 for name, md5 in training_data.file_md5.items()},
         })
-        if evaluator is not None:
+        if config.eval_every:
             run_logger.set_tags(metrics.protocol(config.eval_samples))
         run_logger.log_text(json.dumps(dataclasses.asdict(config), indent=2), "config/train_config.json")
-        run_logger.log_text(model_summary(generator, discriminator), "model/summary.txt")
-        run_id, run_artifact_uri = run.info.run_id, run.info.artifact_uri
+        run_logger.log_text(model_summary(state.generator, state.discriminator), "model/summary.txt")
     else:
-        run = tracking.get_run(client, resume_run_id)
-        run_logger = tracking.RunLogger(
-            client, resume_run_id,
-            skip_steps_through=tracking.last_logged_step(client, resume_run_id, "loss_g"),
-            skip_epochs_through=tracking.last_logged_step(client, resume_run_id, "epoch_loss_g"))
-        client.update_run(resume_run_id, status="RUNNING")
-        run_id, run_artifact_uri = resume_run_id, run.info.artifact_uri
-    resumed_state = None
-    if resume_run_id is not None:  # every rank restores the same state, optimizers included
-        with tempfile.TemporaryDirectory() as download_root:
-            resumed_state = checkpoint.load_checkpoint(
-                tracking.fetch_checkpoint_dir(client, resume_run_id, Path(download_root)))
-    artifact_dir = tracking.local_artifact_dir(client, run_id) if tracked else None
-    checkpoint_dir = artifact_dir / "checkpoint" if artifact_dir else Path(tempfile.mkdtemp(prefix="ganlab-ckpt-"))
-
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    step_values = torch.zeros(steps_per_epoch, len(tracking.STEP_METRIC_NAMES), device=device)
-    epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
-    epoch_seconds_before = 0.0
-    if resumed_state is not None:
-        epoch, step_in_epoch, global_step = resumed_state.epoch, resumed_state.step_in_epoch, resumed_state.global_step
-        tensors = resumed_state.tensors
-        generator.load_state_dict(checkpoint.unprefixed("generator", tensors))
-        discriminator.load_state_dict(checkpoint.unprefixed("discriminator", tensors))
-        optimizer_g.load_state_dict(checkpoint.optimizer_from_tensors(
-            "optimizer_g", tensors, resumed_state.info["optimizer_g_param_groups"]))
-        optimizer_d.load_state_dict(checkpoint.optimizer_from_tensors(
-            "optimizer_d", tensors, resumed_state.info["optimizer_d_param_groups"]))
-        order_rng.set_state(tensors["rng.order"])
-        latent_rng.set_state(tensors["rng.latent"])
-        epoch_order = tensors["epoch_order"]
-        step_values.copy_(tensors["epoch_step_values"])
-        epoch_seconds_before = resumed_state.info["epoch_seconds_before"]
-
-    # Under torchrun: DDP averages the gradients over the ranks. The plain modules stay for sampling and saving.
-    train_generator = distributed.wrap(generator, ranks)
-    train_discriminator = distributed.wrap(discriminator, ranks)
-
-    def save_training_state() -> None:
-        """Checkpoint after everything logged so far is in the store (so a resume never misses a step)."""
-        if not tracked:
-            return
-        run_logger.wait()
-        optimizer_g_tensors, optimizer_g_groups = checkpoint.optimizer_to_tensors("optimizer_g", optimizer_g)
-        optimizer_d_tensors, optimizer_d_groups = checkpoint.optimizer_to_tensors("optimizer_d", optimizer_d)
-        checkpoint.save_checkpoint(checkpoint_dir, checkpoint.TrainingState(
-            epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step,
-            tensors={
-                **checkpoint.prefixed("generator", generator.state_dict()),
-                **checkpoint.prefixed("discriminator", discriminator.state_dict()),
-                **optimizer_g_tensors, **optimizer_d_tensors,
-                "rng.order": order_rng.get_state(), "rng.latent": latent_rng.get_state(),
-                "epoch_order": epoch_order, "epoch_step_values": step_values,
-            },
-            info={"optimizer_g_param_groups": optimizer_g_groups, "optimizer_d_param_groups": optimizer_d_groups,
-                  "epoch_seconds_before": epoch_seconds_before},
-        ))
-        tracking.publish_checkpoint(run_logger, checkpoint_dir, artifact_dir)
-        run_logger.wait()
-
-    # Ctrl-C (and SIGTERM) ask the loop to stop after the current step; a second one stops at once.
-    stop_signal: list[int] = []
-
-    def request_stop(signal_number, frame):
-        if stop_signal:
-            raise KeyboardInterrupt
-        stop_signal.append(signal_number)
-
-    previous_handlers = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
-    stopping = False  # under torchrun the ranks agree on it every FLUSH_EVERY_STEPS steps, so all stop together
-    steps_run, step_seconds = 0, 0.0
-    progress = tqdm(total=total_steps, initial=global_step, unit="step",
-                    disable=not (show_progress and ranks.is_main),
-                    dynamic_ncols=True, file=sys.stderr)
-    run_logger.wait()  # the run's set-up writes land before the first step, not beside the loop
-    try:
-        # The loop: epochs of shuffled batches from the device-resident images.
-        while global_step < total_steps and epoch < config.epochs:
-            progress.set_description(f"{config.arch} epoch {epoch + 1}/{config.epochs}")
-            epoch_start = time.perf_counter()
-            first_unflushed = step_in_epoch
-            steps_before = global_step
-            while step_in_epoch < steps_per_epoch and global_step < total_steps and not stopping:
-                # This rank's share of the global batch of images and latents (all of it in a single process):
-                # N ranks then see exactly what one process sees.
-                rank_share = slice(ranks.rank * rank_batch_size, (ranks.rank + 1) * rank_batch_size)
-                batch_indices = epoch_order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
-                real_images = all_real_images[batch_indices[rank_share].to(device)]
-                latents = torch.randn(config.batch_size, config.latent_dim, device=device,
-                                      generator=latent_rng)[rank_share]
-                step_values[step_in_epoch] = gan_step(
-                    train_generator, train_discriminator, optimizer_g, optimizer_d, real_images, latents,
-                    real_label=1.0 - config.label_smoothing, instance_noise=config.instance_noise,
-                    noise_rng=latent_rng, update_d=global_step % config.d_update_every == 0)
-                step_in_epoch += 1
-                global_step += 1
-                progress.update()
-                if not ranks.is_distributed:
-                    stopping = bool(stop_signal)
-                if step_in_epoch - first_unflushed == FLUSH_EVERY_STEPS:
-                    run_logger.log_step_values(global_step - FLUSH_EVERY_STEPS + 1, distributed.mean_over_ranks(
-                        step_values[first_unflushed:step_in_epoch].clone(), ranks))
-                    first_unflushed = step_in_epoch
-                    progress.set_postfix({name: f"{value:.3f}" for name, value in run_logger.latest_step_values.items()})
-                    stopping = distributed.any_rank(bool(stop_signal), ranks)
-            if step_in_epoch > first_unflushed:
-                run_logger.log_step_values(global_step - (step_in_epoch - first_unflushed) + 1,
-                                           distributed.mean_over_ranks(
-                                               step_values[first_unflushed:step_in_epoch].clone(), ranks))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # once per epoch, for an honest epoch time
-            epoch_seconds_before += time.perf_counter() - epoch_start
-            steps_run += global_step - steps_before
-            step_seconds += time.perf_counter() - epoch_start
-
-            if distributed.any_rank(bool(stop_signal), ranks):
-                # The checkpoint keeps this epoch's step values for its means: those of all ranks.
-                step_values = distributed.mean_over_ranks(step_values, ranks)
-                save_training_state()
-                run_logger.close("KILLED")
-                raise TrainingInterrupted(stop_signal[0] if stop_signal else signal.SIGTERM, run_id)
-
-            # End of epoch: the fixed-latent sample grid, the epoch means and, now and then, the quality
-            # metrics; then a checkpoint.
-            generator.eval()
-            with torch.no_grad():
-                sample_grid = image_grid(generator(fixed_latents))
-            generator.train()
-            epoch_means = distributed.mean_over_ranks(step_values[:step_in_epoch].mean(dim=0), ranks)
-            epoch_metrics = {
-                **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
-                "epoch_d_gap": epoch_means[2] - epoch_means[3],  # mean D(x) − mean D(G(z)): 1 when D wins outright
-                "epoch_seconds": epoch_seconds_before,
-                "images_per_second": step_in_epoch * config.batch_size / max(epoch_seconds_before, 1e-9),
-            }
-            is_last_epoch = epoch + 1 == config.epochs or global_step >= total_steps
-            if evaluator is not None and ((epoch + 1) % config.eval_every == 0 or is_last_epoch):
-                epoch_metrics.update(_evaluate(evaluator, generator, config, run_logger, is_last_epoch))
-            run_logger.log_epoch(epoch + 1, epoch_metrics, sample_grid)
-            epoch, step_in_epoch, epoch_seconds_before = epoch + 1, 0, 0.0
-            epoch_order = torch.randperm(len(all_real_images), generator=order_rng)
-            save_training_state()
-            stop_reason = after_epoch(epoch, {name: float(value) for name, value in epoch_metrics.items()}) \
-                if after_epoch else None
-            if stop_reason:
-                progress.close()
-                run_logger.set_tags({"ganlab.stopped_early": stop_reason})
-                run_logger.close("KILLED")
-                return _result(client, run_id, run_artifact_uri, experiment_id, "KILLED", wall_start,
-                               steps_run, step_seconds)
-
-        # After training: final weights, the config to rebuild G, and the curves from the store.
-        progress.close()
-        if tracked:
-            _log_final_model(run_logger, config, generator, discriminator, run_id, epoch, global_step)
-            run_logger.wait()
-            _log_curves(run_logger, client, run_id, steps_per_epoch)
-        run_logger.close("FINISHED")
-    except TrainingInterrupted:
-        raise
-    except BaseException:
-        progress.close()
-        with contextlib.suppress(GanlabError):  # the error that stopped training is the one to report
-            run_logger.close("FAILED")
-        raise
-    finally:
-        progress.close()
-        for number, handler in previous_handlers.items():
-            signal.signal(number, handler)
-        if ranks.is_distributed:
-            distributed.stop()
-
-    return _result(client, run_id, run_artifact_uri, experiment_id, "FINISHED", wall_start, steps_run, step_seconds)
+        run_logger = exits.enter_context(tracking.RunLogger(
+            client, run_id, skip_steps_through=tracking.last_logged_step(client, run_id, "loss_g"),
+            skip_epochs_through=tracking.last_logged_step(client, run_id, "epoch_loss_g")))
+    return run_logger, {"run_id": run_id, "experiment_id": experiment_id, "artifact_uri": run.info.artifact_uri}
 
 
-def _result(client: MlflowClient | None, run_id: str, artifact_uri: str, experiment_id: str, status: str,
-            wall_start: float, steps_run: int, step_seconds: float) -> TrainResult:
+def _checkpoint_dirs(exits: contextlib.ExitStack, client: MlflowClient | None, run_id: str,
+                     tracked: bool) -> tuple[Path | None, Path | None]:
+    """(where checkpoints are written, the run's local artifact folder): in place when the artifacts are on this
+    file system, else a staging folder that is uploaded after each save."""
+    if not tracked:
+        return None, None
+    artifact_dir = tracking.local_artifact_dir(client, run_id)
+    if artifact_dir is not None:
+        return artifact_dir / "checkpoint", artifact_dir
+    return Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="ganlab-checkpoint-"))), None
+
+
+def _progress_bar(config: TrainConfig, state: TrainingState, show: bool) -> tqdm:
+    total = min(config.epochs * len(state.step_values), config.max_steps or sys.maxsize)
+    return tqdm(total=total, initial=state.global_step, unit="step", disable=not show, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _restore_checkpoint(state: TrainingState, client: MlflowClient, run_id: str) -> None:
+    """Load the run's last checkpoint into `state` (a run killed before its first checkpoint starts over)."""
+    with tempfile.TemporaryDirectory() as download_root:
+        saved = checkpoint.load_checkpoint(tracking.fetch_checkpoint_dir(client, run_id, Path(download_root)))
+    if saved is not None:
+        state.load_state_dict(saved)
+
+
+def run_epoch(loop: Loop, state: TrainingState, models: tuple[nn.Module, nn.Module]) -> None:
+    """Train until the epoch, the step budget or a stop request ends; the step values go out every 100 steps."""
+    config, ranks = loop.config, loop.ranks
+    rank_batch_size = distributed.rank_batch_size(config.batch_size, ranks)
+    rank_share = slice(ranks.rank * rank_batch_size, (ranks.rank + 1) * rank_batch_size)
+    loop.progress.set_description(f"{config.arch} epoch {state.epoch + 1}/{config.epochs}")
+    faults.point("epoch_start", state.generator)
+    epoch_start, steps_before = time.perf_counter(), state.global_step
+    first_unflushed, stopping = state.step_in_epoch, False
+    while state.step_in_epoch < loop.data.steps_per_epoch and state.global_step < loop.total_steps and not stopping:
+        # This rank's share of the global batch of images and latents (all of it in a single process):
+        # N ranks then see exactly what one process sees.
+        batch = state.epoch_order[state.step_in_epoch * config.batch_size:(state.step_in_epoch + 1) * config.batch_size]
+        real_images = loop.data.images[batch[rank_share].to(loop.device)]
+        latents = torch.randn(config.batch_size, config.latent_dim, device=loop.device,
+                              generator=state.latent_rng)[rank_share]
+        state.step_values[state.step_in_epoch] = gan_step(
+            *models, state.optimizer_g, state.optimizer_d, real_images, latents,
+            real_label=1.0 - config.label_smoothing, instance_noise=config.instance_noise,
+            noise_rng=state.latent_rng, update_d=state.global_step % config.d_update_every == 0,
+            autocast=loop.autocast)
+        state.step_in_epoch += 1
+        state.global_step += 1
+        loop.progress.update()
+        if state.step_in_epoch - first_unflushed == FLUSH_EVERY_STEPS:
+            _flush_step_values(loop, state, first_unflushed)
+            faults.point("flush")
+            first_unflushed = state.step_in_epoch
+            # The ranks agree here (not every step) on whether to stop: a signal, or a run that stopped learning.
+            stopping = distributed.any_rank(loop.stop.requested or _failure_seen(loop), ranks)
+        elif not ranks.is_distributed:
+            stopping = loop.stop.requested
+    if state.step_in_epoch > first_unflushed:
+        _flush_step_values(loop, state, first_unflushed)
+    if loop.device.type == "cuda":
+        torch.cuda.synchronize(loop.device)  # once per epoch, for an honest epoch time
+    seconds = time.perf_counter() - epoch_start
+    state.epoch_seconds += seconds
+    loop.steps_run += state.global_step - steps_before
+    loop.step_seconds += seconds
+    if distributed.any_rank(loop.stop.requested or _failure_seen(loop), ranks):
+        _stop_mid_epoch(loop, state)
+
+
+def _flush_step_values(loop: Loop, state: TrainingState, first_unflushed: int) -> None:
+    """Hand the step values since `first_unflushed` to the tracking thread (mean over ranks under torchrun)."""
+    block = distributed.mean_over_ranks(state.step_values[first_unflushed:state.step_in_epoch].clone(), loop.ranks)
+    loop.run_logger.log_step_values(state.global_step - len(block) + 1, block)
+    loop.progress.set_postfix({name: f"{value:.3f}" for name, value in loop.run_logger.latest_step_values.items()})
+
+
+def _failure_seen(loop: Loop) -> bool:
+    """Whether the health check has found a failure in a block written so far (without waiting for the rest)."""
+    return loop.run_logger.health_monitor.failure is not None
+
+
+def _raise_if_failed(loop: Loop, state: TrainingState) -> None:
+    """Stop a run that stopped learning before anything of its state is checkpointed."""
+    loop.run_logger.wait()
+    failure = loop.run_logger.health_monitor.failure
+    if failure is None and not state.weights_are_finite():
+        failure = health.Failure("diverged", state.global_step, "non-finite weights")
+    if distributed.any_rank(failure is not None, loop.ranks):
+        if failure is None:  # another rank failed; this one stops with it
+            raise TrainingInterrupted(signal.SIGTERM, loop.run_id)
+        raise TrainingFailed(failure.kind, failure.step, failure.detail, loop.run_id,
+                             checkpoint.saved_global_step(loop.checkpoint_dir))
+
+
+def _stop_mid_epoch(loop: Loop, state: TrainingState) -> None:
+    """A stop request: checkpoint this step (unless training failed) and raise, ending the run KILLED."""
+    # The checkpoint keeps this epoch's step values for its means: those of all ranks.
+    state.step_values = distributed.mean_over_ranks(state.step_values, loop.ranks)
+    _raise_if_failed(loop, state)
+    _write_checkpoint(loop, state)
+    raise TrainingInterrupted(loop.stop.signal_number or signal.SIGTERM, loop.run_id)
+
+
+def end_epoch(loop: Loop, state: TrainingState) -> dict[str, torch.Tensor | float]:
+    """The fixed-latent sample grid, the epoch means and, now and then, the quality metrics, all logged (after the
+    health check: a diverged G is not evaluated)."""
+    config = loop.config
+    _raise_if_failed(loop, state)
+    state.generator.eval()
+    with torch.no_grad():
+        sample_grid = image_grid(state.generator(state.fixed_latents))
+    state.generator.train()
+    steps = state.step_in_epoch
+    epoch_means = distributed.mean_over_ranks(state.step_values[:steps].mean(dim=0), loop.ranks)
+    epoch_metrics = {
+        **{f"epoch_{name}": epoch_means[index] for index, name in enumerate(tracking.STEP_METRIC_NAMES)},
+        "epoch_d_gap": epoch_means[2] - epoch_means[3],  # mean D(x) − mean D(G(z)): 1 when D wins outright
+        "epoch_seconds": state.epoch_seconds,
+        "images_per_second": steps * config.batch_size / max(state.epoch_seconds, 1e-9),
+    }
+    is_last_epoch = state.epoch + 1 == config.epochs or state.global_step >= loop.total_steps
+    if loop.evaluator is not None and ((state.epoch + 1) % config.eval_every == 0 or is_last_epoch):
+        epoch_metrics.update(_evaluate(loop, state.generator, is_last_epoch))
+    loop.run_logger.log_epoch(state.epoch + 1, epoch_metrics, sample_grid)
+    return epoch_metrics
+
+
+def save_checkpoint(loop: Loop, state: TrainingState) -> None:
+    """Start the next epoch and checkpoint there (end_epoch checked the state's health: a NaN state never
+    replaces the last good checkpoint)."""
+    state.start_next_epoch()
+    _write_checkpoint(loop, state)
+
+
+def _write_checkpoint(loop: Loop, state: TrainingState) -> None:
+    """After everything logged so far is in the store, so a resume never misses a step."""
+    if loop.checkpoint_dir is None:
+        return
+    loop.run_logger.wait()
+    checkpoint.save_checkpoint(loop.checkpoint_dir, state.state_dict())
+    tracking.publish_checkpoint(loop.run_logger, loop.checkpoint_dir, loop.artifact_dir)
+    loop.run_logger.wait()
+
+
+def _result(client: MlflowClient | None, run_info: dict[str, str], status: str, wall_start: float, loop: Loop,
+            precision: str) -> TrainResult:
+    run_id, artifact_uri = run_info["run_id"], run_info["artifact_uri"]
     final_metrics = client.get_run(run_id).data.metrics if client is not None and artifact_uri else {}
     return TrainResult(
-        run_id=run_id, experiment_id=experiment_id, status=status,
+        run_id=run_id, experiment_id=run_info["experiment_id"], status=status,
         final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
         wall_seconds=time.perf_counter() - wall_start, artifact_uri=artifact_uri,
-        run_url=tracking.run_url(experiment_id, run_id) if artifact_uri else "",
-        steps_run=steps_run, step_seconds=step_seconds)
+        steps_run=loop.steps_run, step_seconds=loop.step_seconds, precision=precision)
 
 
-def _evaluate(evaluator: metrics.Evaluator, generator: nn.Module, config: TrainConfig,
-              run_logger: tracking.RunLogger, is_last_epoch: bool) -> dict[str, float]:
-    """The quality metrics of this epoch's G (the same latents every time); after the last epoch also the
-    class-histogram plot and eval/final.json."""
+def _evaluate(loop: Loop, generator: nn.Module, is_last_epoch: bool) -> dict[str, float]:
+    """The quality metrics of this epoch's G (the same latents every time, in fp32); after the last epoch also
+    the class-histogram plot and eval/final.json."""
+    config = loop.config
     eval_start = time.perf_counter()
-    evaluation = evaluator.evaluate_generator(generator, config.latent_dim, config.eval_samples, seed=config.seed + 3)
+    faults.point("evaluation")
+    evaluation = loop.evaluator.evaluate_generator(generator, config.latent_dim, config.eval_samples,
+                                                   seed=config.seed + 3)
     if is_last_epoch:
-        run_logger.log_figure(class_histogram_figure(evaluation.class_shares, data.CLASS_NAMES,
-                                                     f"Predicted classes of {config.eval_samples} samples "
-                                                     f"({metrics.FEATURE_SPACE} classifier)"),
-                              "plots/class_histogram.png")
-        run_logger.log_text(json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/final.json")
+        loop.run_logger.log_figure(class_histogram_figure(evaluation.class_shares, data.CLASS_NAMES,
+                                                          f"Predicted classes of {config.eval_samples} samples "
+                                                          f"({metrics.FEATURE_SPACE} classifier)"),
+                                   "plots/class_histogram.png")
+        loop.run_logger.log_text(json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/final.json")
     return {**evaluation.metrics, "eval_seconds": time.perf_counter() - eval_start}
 
 
@@ -467,35 +538,3 @@ def _run_tags(config: TrainConfig) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
-
-
-def _log_final_model(run_logger: tracking.RunLogger, config: TrainConfig, generator: nn.Module,
-                     discriminator: nn.Module, run_id: str, epochs_trained: int, global_step: int) -> None:
-    """model/: both networks as safetensors and the JSON that `tracking.load_generator` rebuilds G from."""
-    model_config = {
-        "format": "ganlab-generator-v1", "arch": config.arch, "latent_dim": config.latent_dim,
-        "image_shape": list(IMAGE_SHAPE), "pixel_range": [-1, 1], "run_id": run_id,
-        "epochs_trained": epochs_trained, "global_step": global_step,
-        "ganlab_version": ganlab.__version__, "torch_version": torch.__version__,
-    }
-    staging_dir = Path(tempfile.mkdtemp(prefix="ganlab-model-"))
-    for name, module in (("generator", generator), ("discriminator", discriminator)):
-        save_file({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()},
-                  str(staging_dir / f"{name}.safetensors"))
-        run_logger.log_artifact(staging_dir / f"{name}.safetensors", "model")
-    run_logger.log_text(json.dumps(model_config, indent=2), "model/config.json")
-
-
-def _log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: str, steps_per_epoch: int) -> None:
-    """plots/losses.png and plots/d_outputs.png from the whole history in the store (resumes included)."""
-    history = {}
-    for name in tracking.STEP_METRIC_NAMES:
-        by_step = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
-        steps = np.array(sorted(by_step))
-        history[name] = np.array([by_step[step] for step in steps])
-    run_logger.log_figure(training_curves(steps, {"G loss": history["loss_g"], "D loss": history["loss_d"]},
-                                          steps_per_epoch, "Generator and discriminator losses", "BCE loss"),
-                          "plots/losses.png")
-    run_logger.log_figure(training_curves(steps, {"D(x)": history["d_real"], "D(G(z))": history["d_fake"]},
-                                          steps_per_epoch, "Discriminator outputs", "mean D output"),
-                          "plots/d_outputs.png")

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -28,7 +29,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from ganlab import tracking  # noqa: E402
 from ganlab.cli import option  # noqa: E402
-from ganlab.errors import GanlabError  # noqa: E402
+from ganlab.errors import GanlabError, TrainingFailed, first_line  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -67,7 +68,7 @@ class TuneConfig:
     trials: int = option(20, "finished (complete or pruned) trials the study should reach, over all workers")
     epochs_per_trial: int = option(3, "epochs each trial trains")
     steps_per_trial: int | None = option(None, "train each trial this many steps instead (a budget that stays "
-                                         "comparable across subsets); per-epoch reports still drive pruning")
+                                         "comparable across subsets); per-epoch reports still drive pruning (default: use --epochs-per-trial)")
     enqueue_reports: bool = option(True, "make the reports' settings (lr 2e-4, betas 0.5/0.999, no remedies) "
                                    "the study's first trial, so the baseline is part of it")
     study_name: str | None = option(None, "Optuna study name (default: ARCH-OBJECTIVE); reusing a name resumes it")
@@ -81,13 +82,15 @@ class TuneConfig:
     worker: int = option(0, "this worker's index: offsets the sampler seed; worker 0 also confirms the best")
     confirm_seeds: int = option(3, "train the best params with this many seeds (incl. the trial's) and report mean ± std")
     eval_samples: int = option(10_000, "samples per FID evaluation (every epoch of a trial)")
-    max_steps: int | None = option(None, "cap each trial's steps (smoke studies)")
-    train_images: int | None = option(None, "train trials on the first N images only (smoke studies)")
+    max_steps: int | None = option(None, "cap each trial's steps, for smoke studies (default: no cap)")
+    train_images: int | None = option(None, "train trials on the first N images only, for smoke studies (default: all)")
     results_dir: str | None = option(None, "also write the study's trials, best params, settings, wall time and "
-                                     "plots into this folder (e.g. results/cnn-balance/STUDY)")
+                                     "plots into this folder, e.g. results/cnn-balance/STUDY (default: only to the MLflow run)")
     retrain_best: bool = option(False, "after the study, train the best params for --epochs as a full run")
     epochs: int = option(20, "epochs of the --retrain-best run")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
+    precision: str = option("auto", "bf16 autocast or fp32 for every trial; auto: bf16 where the hardware has "
+                            "native bf16, else fp32", choices=["auto", "fp32", "bf16"])
     data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
     experiment: str = option("fashion-mnist-gan", "MLflow experiment of the parent and trial runs")
     tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
@@ -113,7 +116,7 @@ class TuneConfig:
             steps_per_epoch = (self.train_images or TRAINING_IMAGES) // TrainConfig.batch_size
             epochs = max(1, math.ceil(self.steps_per_trial / max(steps_per_epoch, 1)))
             max_steps = min(self.steps_per_trial, self.max_steps or self.steps_per_trial)
-        return TrainConfig(arch=self.arch, epochs=epochs, seed=seed, device=self.device,
+        return TrainConfig(arch=self.arch, epochs=epochs, seed=seed, device=self.device, precision=self.precision,
                            eval_every=1, eval_samples=self.eval_samples, max_steps=max_steps,
                            train_images=self.train_images, data_dir=self.data_dir, experiment=self.experiment,
                            tracking_uri=self.tracking_uri, run_name=run_name, **point)
@@ -168,56 +171,68 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # ganlab prints its own summary
     client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
     experiment_id = tracking.get_or_create_experiment(client, config.experiment)
+    tracking.close_lost_runs(client, experiment_id)
     storage = open_storage(config.storage)
     directions = ["minimize", "minimize"] if config.objective == "both" else ["minimize"]
     sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * config.worker)
     pruner = pruner or make_pruner(config)
     study, created = _create_or_load_study(storage, config, directions, sampler, pruner)
-    parent_run_id = _parent_run(client, experiment_id, study, created, config, sampler, pruner)
-    close_dead_trial_runs(client, experiment_id, study, parent_run_id)
+    # The study's one parent run: created by the worker that created the study, reopened by every other.
+    existing_parent = None if created else _wait_for(lambda: study.user_attrs.get("mlflow_parent_run_id"),
+                                                     what="the study's parent run")
+    with tracking.run_lifecycle(client, experiment_id, run_name=f"study-{config.name}", tags={
+            "ganlab.kind": "tune", "ganlab.arch": config.arch, "optuna.study_name": config.name,
+            "mlflow.source.name": "experiments/tune.py"}, reopen_run_id=existing_parent) as parent_run, \
+            tracking.heartbeat(client, parent_run.info.run_id):
+        parent_run_id = parent_run.info.run_id
+        if created:
+            _describe_parent_run(client, parent_run_id, study, config, sampler, pruner)
+        close_dead_trial_runs(client, experiment_id, study, parent_run_id)
 
-    def objective(trial: optuna.Trial):
-        return _train_trial(trial, config, client, parent_run_id, show_progress)
+        def objective(trial: optuna.Trial):
+            return _train_trial(trial, config, client, parent_run_id, show_progress)
 
-    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
-    remaining = config.trials - len(study.get_trials(deepcopy=False, states=finished_states))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
+        finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+        remaining = config.trials - len(study.get_trials(deepcopy=False, states=finished_states))
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
+                           callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
 
-    best = _best_trials(study)
-    close_dead_trial_runs(client, experiment_id, study, parent_run_id)
-    confirmation = _confirm_best(study, config, client, experiment_id, parent_run_id, show_progress) \
-        if best and config.worker == 0 and config.objective != "both" and config.confirm_seeds > 1 else None
-    _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
-    retrained = _retrain_best(best[0], config, client, experiment_id, show_progress) \
-        if best and config.retrain_best else None
-    finished = len(study.get_trials(deepcopy=False, states=finished_states))
-    with tracking.store_errors("closing the study's parent run"):
-        client.set_terminated(parent_run_id, "FINISHED")
+        best = _best_trials(study)
+        close_dead_trial_runs(client, experiment_id, study, parent_run_id)
+        confirmation = _confirm_best(study, config, client, experiment_id, parent_run_id, show_progress) \
+            if best and config.worker == 0 and config.objective != "both" and config.confirm_seeds > 1 else None
+        _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
+        retrained = _retrain_best(best[0], config, client, experiment_id, show_progress) \
+            if best and config.retrain_best else None
+        finished = len(study.get_trials(deepcopy=False, states=finished_states))
     return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained)
 
 
 def open_storage(url: str, attempts: int = 3) -> RDBStorage:
-    """Optuna's RDB storage with heartbeats, so a trial whose worker died is marked failed and retried once.
+    """Optuna's RDB storage with heartbeats, so a trial whose worker died is marked failed and retried once (after
+    3 missed beats of $GANLAB_OPTUNA_HEARTBEAT_S, default 60 s).
 
     Workers that start together on a new database race to create Optuna's tables; the loser's error goes away on a
     second try, so opening is retried before it is reported.
     """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        heartbeat_seconds = int(os.environ.get("GANLAB_OPTUNA_HEARTBEAT_S", "60"))  # shorter in the fault tests
+    except ValueError as error:
+        raise GanlabError("GANLAB_OPTUNA_HEARTBEAT_S must be a whole number of seconds") from error
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                return RDBStorage(url, heartbeat_interval=heartbeat_seconds, grace_period=3 * heartbeat_seconds,
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
         except Exception as error:  # SQLAlchemy raises many types: bad URL, missing driver, refused connection
             if attempt + 1 < attempts and "import" not in str(error).lower():
                 time.sleep(1 + attempt)
                 continue
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise GanlabError(f"cannot open Optuna storage {url!r}: {first_line}") from error
+            raise GanlabError(f"cannot open Optuna storage {url!r}: {first_line(error)}") from error
     raise AssertionError("unreachable")
 
 
@@ -262,26 +277,17 @@ def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple
     return study, False
 
 
-def _parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, created: bool,
-                config: TuneConfig, sampler, pruner) -> str:
-    """The study's one parent run: created by the worker that created the study, found by every other."""
-    if created:
-        with tracking.store_errors("creating the study's parent run"):
-            run = client.create_run(experiment_id, run_name=f"study-{config.name}", tags={
-                "ganlab.kind": "tune", "ganlab.arch": config.arch, "optuna.study_name": config.name,
-                "mlflow.source.name": "experiments/tune.py"})
-            params = {**{name: value for name, value in dataclasses.asdict(config).items()
-                         if name not in ("worker", "tracking_uri")},
-                      "sampler": type(sampler).__name__, "pruner": type(pruner).__name__,
-                      "search_space": json.dumps(config.space())}
-            client.log_batch(run.info.run_id, params=[tracking.mlflow_param(k, v) for k, v in params.items()])
-            client.log_text(run.info.run_id, json.dumps(config.space(), indent=2), "search_space.json")
-        study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
-        return run.info.run_id
-    run_id = _wait_for(lambda: study.user_attrs.get("mlflow_parent_run_id"), what="the study's parent run")
-    with tracking.store_errors("reopening the study's parent run"):
-        client.update_run(run_id, status="RUNNING")
-    return run_id
+def _describe_parent_run(client: MlflowClient, run_id: str, study: optuna.Study, config: TuneConfig, sampler,
+                         pruner) -> None:
+    """The new parent run's params (settings, sampler, pruner, space); the study remembers the run for other workers."""
+    params = {**{name: value for name, value in dataclasses.asdict(config).items()
+                 if name not in ("worker", "tracking_uri")},
+              "sampler": type(sampler).__name__, "pruner": type(pruner).__name__,
+              "search_space": json.dumps(config.space())}
+    with tracking.store_errors("describing the study's parent run"):
+        client.log_batch(run_id, params=[tracking.mlflow_param(name, value) for name, value in params.items()])
+        client.log_text(run_id, json.dumps(config.space(), indent=2), "search_space.json")
+    study.set_user_attr("mlflow_parent_run_id", run_id)
 
 
 def _wait_for(read, what: str, seconds: float = 60):
@@ -310,9 +316,16 @@ def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, 
             return f"pruned by {type(trial.study.pruner).__name__} after epoch {epoch}"
         return None
 
-    result = train(trial_config, show_progress=show_progress, extra_tags={
-        "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
-        "optuna.trial_number": str(trial.number), "ganlab.role": "trial"}, after_epoch=after_epoch)
+    try:
+        result = train(trial_config, show_progress=show_progress, extra_tags={
+            "mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name,
+            "optuna.trial_number": str(trial.number), "ganlab.role": "trial"}, after_epoch=after_epoch)
+    except TrainingFailed as failure:  # diverged or saturated: a result about these settings, not a crash
+        trial.set_user_attr("mlflow_run_id", failure.run_id)
+        trial.set_user_attr("ganlab.failure", f"{failure.kind} at step {failure.step}: {failure.detail}")
+        with tracking.store_errors("tagging the trial run"):
+            client.set_tag(failure.run_id, "optuna.trial_state", "PRUNED")
+        raise optuna.TrialPruned(f"{failure.kind} at step {failure.step}") from failure
     trial.set_user_attr("mlflow_run_id", result.run_id)
     with tracking.store_errors("tagging the trial run"):
         client.log_metric(result.run_id, "imbalance", last["imbalance"], step=0)
@@ -343,7 +356,7 @@ def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient,
     values = [best.value]
     confirm_runs = []
     for seed in range(config.seed + 1, config.seed + config.confirm_seeds):
-        run_id, final_metrics = _train_or_reuse(
+        run_id, final_metrics = train_or_reuse(
             client, experiment_id, config.trial_config(best.params, seed, f"{config.name}-best-s{seed}"),
             {"mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name, "ganlab.role": "confirm",
              "ganlab.confirms_trial": str(best.number)}, show_progress)
@@ -355,7 +368,7 @@ def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient,
             config.confirm_seeds)), "values": values, "mean": mean, "std": std, "runs": confirm_runs}
 
 
-def _train_or_reuse(client: MlflowClient, experiment_id: str, train_config: TrainConfig, tags: dict[str, str],
+def train_or_reuse(client: MlflowClient, experiment_id: str, train_config: TrainConfig, tags: dict[str, str],
                     show_progress: bool) -> tuple[str, dict[str, float]]:
     """Train `train_config` as a run with `tags`, unless such a run exists: a finished one is reused, an interrupted
     one (KILLED or FAILED, with a checkpoint) is resumed. Returns the run id and its final metrics.
@@ -515,6 +528,6 @@ def _retrain_best(best: dict, config: TuneConfig, client: MlflowClient, experime
     retrain_config = dataclasses.replace(
         config.trial_config(best["params"], config.seed, f"{config.arch}-tuned-s{config.seed}"),
         epochs=config.epochs, eval_every=TrainConfig.eval_every, max_steps=config.max_steps)
-    run_id, _ = _train_or_reuse(client, experiment_id, retrain_config, {
+    run_id, _ = train_or_reuse(client, experiment_id, retrain_config, {
         "ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])}, show_progress)
     return run_id

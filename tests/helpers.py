@@ -62,7 +62,7 @@ def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, 
     while time.monotonic() < deadline:
         for manifest in store_dir.glob("artifacts/*/artifacts/checkpoint/checkpoint.json"):
             try:
-                if json.loads(manifest.read_text())["epoch"] >= epoch:
+                if json.loads(manifest.read_text())["state"]["epoch"] >= epoch:
                     return
             except (OSError, json.JSONDecodeError, KeyError):
                 pass

@@ -19,7 +19,7 @@ def run_benchmark(repo_root, data_dir, *arguments: str):
 def test_small_benchmark_prints_json_and_logs_a_benchmark_run(repo_root, data_dir, tmp_path):
     store_uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_benchmark(repo_root, data_dir, "--steps", "30", "--repeats", "1", "--eval-samples", "500", "--device", "cpu",
-                           "--json", "--tracking-uri", store_uri)
+                           "--precision", "fp32", "--json", "--tracking-uri", store_uri)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     for name in ("ganlab_images_per_s", "reference_images_per_s", "ganlab_untracked_images_per_s", "eval_seconds"):
@@ -31,6 +31,7 @@ def test_small_benchmark_prints_json_and_logs_a_benchmark_run(repo_root, data_di
     run = client.get_run(report["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["ganlab.kind"] == "benchmark"
     assert run.data.params["steps"] == "30" and run.data.params["arch"] == "mlp"
+    assert report["precision_resolved"] == "fp32" and run.data.params["precision_resolved"] == "fp32"
     assert run.data.metrics["speedup"] == pytest.approx(report["speedup"])
     # The timed training runs went to a throwaway store, not into the user's experiments.
     assert client.get_experiment_by_name("fashion-mnist-gan") is None

@@ -1,10 +1,16 @@
 """Finding, verifying and loading Fashion-MNIST: tiny synthetic IDX files for the edge cases, the real files for the rest."""
 
+import functools
 import gzip
 import hashlib
+import http.server
+import os
+import shutil
+import socket
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -143,3 +149,62 @@ def test_the_module_command_fails_with_one_line_on_a_corrupt_file(tmp_path, repo
                             cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def mirror(synthetic_system_dir):
+    """A real HTTP server on 127.0.0.1 serving the synthetic .gz files, as torchvision's mirrors do."""
+    system_dir, _ = synthetic_system_dir
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(system_dir))
+    handler.log_message = lambda *arguments: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/"
+
+
+def test_files_nowhere_on_disk_are_downloaded_through_torchvision(tmp_path, synthetic_system_dir, mirror):
+    _, raw_md5 = synthetic_system_dir
+    root = tmp_path / "data"
+    assert data.prepare_fashion_mnist(root, system_dir=tmp_path / "nowhere", raw_md5=raw_md5,
+                                      mirrors=[mirror]) == raw_md5
+    assert sorted(path.name for path in data.raw_dir(root).iterdir() if not path.name.endswith(".gz")) == sorted(NAMES)
+
+
+def test_not_downloadable_runs_the_installer_once_and_uses_what_it_installed(tmp_path, synthetic_system_dir):
+    packaged, raw_md5 = synthetic_system_dir
+    system_dir = tmp_path / "installed-by-apt"
+    installs = []
+
+    def install() -> None:  # what apt-get does for dataset-fashion-mnist: the four .gz files in the system folder
+        installs.append(1)
+        shutil.copytree(packaged, system_dir)
+
+    root = tmp_path / "data"
+    assert data.prepare_fashion_mnist(root, system_dir=system_dir, raw_md5=raw_md5, install=install,
+                                      mirrors=[closed_port_url()]) == raw_md5
+    assert installs == [1]
+    assert data.prepare_fashion_mnist(root, system_dir=system_dir, raw_md5=raw_md5, install=install) == raw_md5
+    assert installs == [1]  # present now: nothing is installed again
+
+
+def test_not_downloadable_and_no_installer_is_one_error_with_the_fixes(tmp_path):
+    with pytest.raises(GanlabError) as raised:
+        data.prepare_fashion_mnist(tmp_path / "data", system_dir=tmp_path / "nowhere", mirrors=[closed_port_url()])
+    assert "could not download" in str(raised.value) and "apt-get install dataset-fashion-mnist" in str(raised.value)
+
+
+def test_packages_can_be_installed_only_with_apt_get_and_the_right_to_use_it(monkeypatch, tmp_path):
+    has_apt = shutil.which("apt-get") is not None
+    if os.geteuid() == 0:
+        assert data.can_install_debian_packages() == has_apt
+        assert (data.debian_installer() is not None) == has_apt
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on the PATH: nothing to install with
+    assert not data.can_install_debian_packages() and data.debian_installer() is None

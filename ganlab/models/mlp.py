@@ -46,4 +46,6 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        # The probability in fp32 even under bf16 autocast: near 1, bf16 resolves only steps of 0.004.
+        logits = self.model[:-1](images)
+        return self.model[-1](logits.float())

@@ -14,3 +14,7 @@ python experiments/tune.py "${STUDY[@]}" --remedies --study-name cnn-balance-rem
 # 3. FID and imbalance together: the Pareto front.
 python experiments/tune.py "${STUDY[@]}" --objective both --study-name cnn-balance-both \
     --results-dir results/cnn-balance/cnn-balance-both
+# 4. The answer: the reports' settings against the best of each single-objective study, 3 seeds each, 10k samples.
+python experiments/compare_settings.py --arm reports --arm best:cnn-balance-lr --arm best:cnn-balance-remedies \
+    --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison \
+    --no-progress

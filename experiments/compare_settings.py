@@ -1,0 +1,80 @@
+"""Train the reports' settings and the best of each tuning study with several seeds, and compare them honestly.
+
+    python experiments/compare_settings.py --arm reports --arm best:cnn-balance-lr \
+        --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison
+    python experiments/compare_settings.py --arch mlp-small --arm reports --arm best:mlp-small-fid --epochs 2
+
+Each arm × seed is an ordinary tracked training run (tags ganlab.comparison and ganlab.arm); rerunning the same
+command reuses finished runs and resumes interrupted ones, so the comparison can run in pieces. The folder gets
+runs.csv, summary.json (mean, std, 95% intervals, differences from the reports' arm with their Welch intervals),
+table.md and the FID and D-loss curves by epoch; the same files are logged as a run tagged ganlab.kind=comparison.
+Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
+"""
+
+import argparse
+from pathlib import Path
+
+from ganlab import balance, tracking
+from ganlab.cli import ArgumentParser, run_script
+from ganlab.errors import GanlabError
+from ganlab.train import TrainConfig
+from ganlab.tuning import DEFAULT_STORAGE
+
+
+def main() -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", action="append", required=True,
+                        help="`reports` or `best:STUDY_NAME` (repeat for each arm)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage of the studies (default: "
+                                                                    f"{DEFAULT_STORAGE})")
+    parser.add_argument("--arch", default="cnn", help="architecture (default: cnn)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm: 0 … N−1 (default: 3)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of every run (default: 3)")
+    parser.add_argument("--eval-samples", type=int, default=10_000, help="samples per evaluation (default: 10000)")
+    parser.add_argument("--name", default="balance", help="the comparison's name, in run names and tags "
+                                                          "(default: balance)")
+    parser.add_argument("--out", type=Path, help="write the result files here (a new or empty folder, or one this "
+                                                 "script wrote before) (default: only to the MLflow run)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="number format of every run (default: auto)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
+    parser.add_argument("--train-images", type=int, help="train on the first N images only, for smoke tests "
+                                                         "(default: all)")
+    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    parser.add_argument("--experiment", default="fashion-mnist-gan", help="MLflow experiment (default: "
+                                                                          "fashion-mnist-gan)")
+    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    arguments = parser.parse_args()
+    if arguments.seeds < 2:
+        raise GanlabError(f"--seeds must be at least 2 (a spread needs two), got {arguments.seeds}")
+    if arguments.out and arguments.out.exists() and any(arguments.out.iterdir()) \
+            and not (arguments.out / "summary.json").exists():
+        raise GanlabError(f"--out {arguments.out} holds files this script did not write; nothing is overwritten")
+    arms = [balance.parse_arm(spec, arguments.storage) for spec in arguments.arm]
+    if len({arm.name for arm in arms}) != len(arms):
+        raise GanlabError("the same --arm twice")
+    base = TrainConfig(arch=arguments.arch, epochs=arguments.epochs, eval_every=1,
+                       eval_samples=arguments.eval_samples, precision=arguments.precision, device=arguments.device,
+                       train_images=arguments.train_images, data_dir=arguments.data_dir,
+                       experiment=arguments.experiment, tracking_uri=arguments.tracking_uri)
+    base.validate()
+
+    seeds = list(range(arguments.seeds))
+    results = balance.run_arms(arms, base, seeds, arguments.name, show_progress=not arguments.no_progress)
+    summary = balance.summarize(results, seeds)
+    run_id, experiment_id, table = balance.log_comparison(summary, base, arguments.name, arguments.out)
+    print(table, end="")
+    for arm, answer in summary["answer"].items():
+        print(f"{arm}: FID {answer['fid_ratio_to_reports']:.2f}× the reports' arm; "
+              f"D loss still falling over the last epochs: {answer['d_loss_still_falling']}")
+    print(f"compared {len(arms)} arms × {len(seeds)} seeds; logged as run {run_id}\n"
+          + (f"  files: {arguments.out}\n" if arguments.out else "")
+          + f"  {tracking.ui_hint(experiment_id, run_id, tracking.resolve_tracking_uri(arguments.tracking_uri))}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

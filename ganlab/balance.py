@@ -1,0 +1,225 @@
+"""Does tuning balance the CNN GAN? The reports' settings against the best of each study, several seeds per arm.
+
+Each arm is a set of training settings (the reports', or a study's best trial); each is trained with every seed as an
+ordinary tracked run, reused when it already finished and resumed when it was interrupted, so the comparison runs in
+resumable pieces. The answer is numbers with their uncertainty: per arm the mean, the standard deviation and a 95%
+t-interval of every final metric, and per tuned arm the difference from the reports' arm with its 95% Welch interval,
+which says whether the difference is larger than the seed-to-seed noise. D "no longer collapsing" is measured as the
+slope of the epoch D loss over the last epochs (per epoch; negative = still falling towards 0).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from scipy import stats
+
+from ganlab import tracking
+from ganlab.errors import GanlabError
+from ganlab.plots import arm_curves
+from ganlab.train import TrainConfig
+from ganlab.tuning import REPORT_SETTINGS, open_storage, train_or_reuse
+
+FINAL_METRICS = ("fid", "kid", "precision", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap",
+                 "epoch_loss_g")
+LOWER_IS_BETTER = {"fid", "kid", "epoch_d_gap"}
+SLOPE_EPOCHS = 3  # the last epochs whose D-loss trend says whether D is still collapsing
+
+
+@dataclass
+class Arm:
+    """One set of settings to train: a name and the params that differ from TrainConfig's defaults."""
+
+    name: str
+    params: dict[str, float | int]
+    source: str  # where the params came from, in words
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    run_ids: list[str] = field(default_factory=list)
+    finals: dict[str, list[float]] = field(default_factory=dict)  # metric → one value per seed
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)  # metric → per seed, one value per epoch
+    d_loss_slopes: list[float] = field(default_factory=list)
+
+
+def parse_arm(spec: str, storage_url: str) -> Arm:
+    """`reports` → the reports' settings; `best:STUDY` → the best trial of that study in `storage_url`."""
+    if spec == "reports":
+        return Arm("reports", {name: REPORT_SETTINGS[name] for name in ("lr_g", "lr_d", "beta1", "beta2")},
+                   "the reports (lr 2e-4 both, betas 0.5/0.999)")
+    if spec.startswith("best:"):
+        study_name = spec.removeprefix("best:")
+        try:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        except KeyError as error:
+            raise GanlabError(f"no study {study_name!r} in {storage_url} (for --arm {spec})") from error
+        if len(study.directions) > 1:
+            raise GanlabError(f"study {study_name!r} has two objectives: pick a trial of its Pareto front by hand")
+        try:
+            best = study.best_trial
+        except ValueError as error:
+            raise GanlabError(f"study {study_name!r} has no complete trial yet") from error
+        return Arm(f"best-{study_name}", dict(best.params), f"trial {best.number} of study {study_name}")
+    raise GanlabError(f"unknown --arm {spec!r}: use `reports` or `best:STUDY_NAME`")
+
+
+def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: str,
+             show_progress: bool = True) -> list[ArmResult]:
+    """Train (or reuse, or resume) every arm with every seed; read back what the comparison needs."""
+    client = tracking.connect(tracking.resolve_tracking_uri(base.tracking_uri))
+    experiment_id = tracking.get_or_create_experiment(client, base.experiment)
+    results = []
+    for arm in arms:
+        result = ArmResult(arm)
+        for seed in seeds:
+            config = dataclasses.replace(base, **arm.params, seed=seed, run_name=f"{comparison}-{arm.name}-s{seed}")
+            run_id, final_metrics = train_or_reuse(client, experiment_id, config, {
+                "ganlab.comparison": comparison, "ganlab.arm": arm.name}, show_progress)
+            result.run_ids.append(run_id)
+            for name in FINAL_METRICS:
+                result.finals.setdefault(name, []).append(final_metrics.get(name, math.nan))
+            for name in ("fid", "epoch_loss_d"):
+                history = sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, name))
+                result.curves.setdefault(name, []).append([value for _, value in history])
+            result.d_loss_slopes.append(trend(result.curves["epoch_loss_d"][-1][-SLOPE_EPOCHS:]))
+        results.append(result)
+    return results
+
+
+def trend(values: list[float]) -> float:
+    """Least-squares slope per epoch (nan for fewer than 2 points)."""
+    if len(values) < 2:
+        return math.nan
+    return float(np.polyfit(np.arange(len(values)), np.asarray(values), 1)[0])
+
+
+def interval(values: list[float]) -> tuple[float, float, float, float]:
+    """(mean, sample std, low, high) with a 95% t-interval of the mean."""
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        return (math.nan,) * 4
+    mean = statistics.fmean(finite)
+    if len(finite) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = statistics.stdev(finite)
+    half = stats.t.ppf(0.975, len(finite) - 1) * std / math.sqrt(len(finite))
+    return mean, std, mean - half, mean + half
+
+
+def welch_difference(values: list[float], baseline: list[float]) -> tuple[float, float, float]:
+    """(mean difference, low, high): the 95% Welch interval of mean(values) − mean(baseline)."""
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    difference = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return difference, math.nan, math.nan
+    variance_a, variance_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    standard_error = math.sqrt(variance_a + variance_b)
+    if standard_error == 0:
+        return difference, difference, difference
+    dof = (variance_a + variance_b) ** 2 / ((variance_a ** 2) / (len(a) - 1) + (variance_b ** 2) / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, dof)) * standard_error
+    return difference, difference - half, difference + half
+
+
+def summarize(results: list[ArmResult], seeds: list[int]) -> dict:
+    """Everything the table, the report and the docs quote, as one JSON-friendly dict."""
+    baseline = next((result for result in results if result.arm.name == "reports"), None)
+    arms = []
+    for result in results:
+        metrics = {}
+        for name in FINAL_METRICS:
+            mean, std, low, high = interval(result.finals[name])
+            entry = {"values": result.finals[name], "mean": mean, "std": std, "ci95": [low, high]}
+            if baseline is not None and result is not baseline:
+                difference, low, high = welch_difference(result.finals[name], baseline.finals[name])
+                entry["vs_reports"] = {"difference": difference, "ci95": [low, high],
+                                       "beyond_noise": bool(math.isfinite(low) and (low > 0 or high < 0))}
+            metrics[name] = entry
+        slope_mean, slope_std, slope_low, slope_high = interval(result.d_loss_slopes)
+        arms.append({"arm": result.arm.name, "source": result.arm.source, "params": result.arm.params,
+                     "run_ids": result.run_ids, "metrics": metrics,
+                     "d_loss_slope_last_epochs": {"values": result.d_loss_slopes, "mean": slope_mean,
+                                                  "ci95": [slope_low, slope_high]},
+                     "curves": result.curves})
+    answer = {}
+    if baseline is not None:
+        reports_fid = statistics.fmean(baseline.finals["fid"])
+        for arm in arms:
+            if arm["arm"] != "reports":
+                answer[arm["arm"]] = {
+                    "fid_ratio_to_reports": arm["metrics"]["fid"]["mean"] / reports_fid,
+                    "fid_at_most_half": arm["metrics"]["fid"]["mean"] <= 0.5 * reports_fid,
+                    "d_loss_still_falling": arm["d_loss_slope_last_epochs"]["mean"] < 0,
+                }
+    return {"seeds": seeds, "arms": arms, "answer": answer}
+
+
+def write_results(summary: dict, out_dir: Path, epochs: int) -> None:
+    """runs.csv (one row per run), summary.json, table.md and the per-arm curves."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "runs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arm", "seed", "run_id", *FINAL_METRICS, "d_loss_slope_last_epochs"])
+        for arm in summary["arms"]:
+            for index, seed in enumerate(summary["seeds"]):
+                writer.writerow([arm["arm"], seed, arm["run_ids"][index],
+                                 *[arm["metrics"][name]["values"][index] for name in FINAL_METRICS],
+                                 arm["d_loss_slope_last_epochs"]["values"][index]])
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "table.md").write_text(table_markdown(summary, epochs))
+    for name, ylabel in (("fid", "FID (fmnist-cnn-v1)"), ("epoch_loss_d", "epoch D loss")):
+        figure = arm_curves({arm["arm"]: arm["curves"][name] for arm in summary["arms"]}, ylabel,
+                            f"{ylabel} by epoch, mean and each seed")
+        figure.savefig(out_dir / f"{name}_by_epoch.png", dpi=100)
+
+
+def table_markdown(summary: dict, epochs: int) -> str:
+    """Mean ± std [95% interval] per arm; the difference from the reports' arm, marked when beyond the noise."""
+    shown = ("fid", "kid", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap", "epoch_loss_g")
+    header = f"| arm (after {epochs} epochs, {len(summary['seeds'])} seeds) | " + " | ".join(shown) + \
+             " | D-loss slope, last epochs |"
+    lines = [header, "|" + " --- |" * (len(shown) + 2)]
+    for arm in summary["arms"]:
+        cells = []
+        for name in shown:
+            entry = arm["metrics"][name]
+            cell = f"{entry['mean']:.3g} ± {entry['std']:.2g}"
+            if "vs_reports" in entry:
+                difference = entry["vs_reports"]
+                cell += f" (Δ {difference['difference']:+.3g}{'*' if difference['beyond_noise'] else ''})"
+            cells.append(cell)
+        slope = arm["d_loss_slope_last_epochs"]
+        lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {slope['mean']:+.3g} |")
+    lines.append("")
+    lines.append("mean ± standard deviation over seeds; Δ: difference from the reports' arm, * where its 95% Welch "
+                 "interval excludes 0 (larger than the seed-to-seed noise). FID and KID in the fmnist-cnn-v1 "
+                 "feature space, 10k samples against the 10k test images.")
+    return "\n".join(lines) + "\n"
+
+
+def log_comparison(summary: dict, base: TrainConfig, name: str, out_dir: Path | None) -> tuple[str, str, str]:
+    """The result files in `out_dir` (else a temporary folder) and as a run tagged ganlab.kind=settings-comparison.
+    Returns (run id, experiment id, the Markdown table)."""
+    client = tracking.connect(tracking.resolve_tracking_uri(base.tracking_uri))
+    experiment_id = tracking.get_or_create_experiment(client, base.experiment)
+    with tracking.run_lifecycle(client, experiment_id, run_name=f"{name}-comparison", tags={
+            "ganlab.kind": "settings-comparison", "ganlab.comparison": name, "ganlab.arch": base.arch,
+            "mlflow.source.name": "experiments/compare_settings.py"}) as run, \
+            tempfile.TemporaryDirectory() as scratch, tracking.store_errors("logging the comparison"):
+        folder = out_dir or Path(scratch)
+        write_results(summary, folder, base.epochs)
+        client.log_batch(run.info.run_id, params=[tracking.mlflow_param(key, value) for key, value in {
+            "arms": ",".join(arm["arm"] for arm in summary["arms"]), "seeds": len(summary["seeds"]),
+            "epochs": base.epochs, "eval_samples": base.eval_samples, "arch": base.arch}.items()])
+        client.log_artifacts(run.info.run_id, str(folder))
+        table = (folder / "table.md").read_text()
+    return run.info.run_id, experiment_id, table

@@ -1,0 +1,68 @@
+"""experiments/compare_settings.py at tiny size: arms × seeds as real runs, reused on a rerun, and the statistics."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from ganlab import balance
+from ganlab.tuning import TuneConfig, run_study
+from helpers import assert_one_line_error
+
+
+def test_the_welch_interval_and_the_t_interval_are_the_textbook_ones():
+    mean, std, low, high = balance.interval([1.0, 2.0, 3.0])
+    assert (mean, std) == (2.0, 1.0) and (low, high) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-4)
+    difference, low, high = balance.welch_difference([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])
+    assert difference == 9.0 and low > 0 and high < 18  # clearly beyond the noise
+    _, low, high = balance.welch_difference([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])
+    assert low < 0 < high  # within the noise
+    assert balance.trend([0.3, 0.2, 0.1]) == pytest.approx(-0.1) and math.isnan(balance.trend([0.1]))
+
+
+def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, tmp_path):
+    store_uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/optuna.db"
+    run_study(TuneConfig(arch="mlp-small", trials=2, epochs_per_trial=1, train_images=640, eval_samples=300,
+                         pruner="none", confirm_seeds=1, storage=storage, tracking_uri=store_uri,
+                         data_dir=str(data_dir), study_name="tiny"), show_progress=False)
+    out = tmp_path / "comparison"
+    command = [sys.executable, "experiments/compare_settings.py", "--arch", "mlp-small", "--arm", "reports", "--arm",
+               "best:tiny", "--storage", storage, "--seeds", "2", "--epochs", "2", "--eval-samples", "300",
+               "--train-images", "640", "--out", str(out), "--tracking-uri", store_uri, "--data-dir", str(data_dir),
+               "--no-progress"]
+    first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [arm["arm"] for arm in summary["arms"]] == ["reports", "best-tiny"] and summary["seeds"] == [0, 1]
+    client = MlflowClient(store_uri)
+    for arm in summary["arms"]:
+        fids = [client.get_run(run_id).data.metrics["fid"] for run_id in arm["run_ids"]]
+        assert arm["metrics"]["fid"]["values"] == fids and arm["metrics"]["fid"]["mean"] == pytest.approx(sum(fids) / 2)
+        assert [len(curve) for curve in arm["curves"]["fid"]] == [2, 2]
+    assert "vs_reports" in summary["arms"][1]["metrics"]["fid"] and "vs_reports" not in summary["arms"][0]["metrics"]["fid"]
+    assert {"runs.csv", "table.md", "fid_by_epoch.png", "epoch_loss_d_by_epoch.png"} <= {p.name for p in out.iterdir()}
+    assert "best-tiny" in first.stdout and "FID" in first.stdout
+
+    # The same command again trains nothing: the four runs are reused.
+    experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
+    trained = len(client.search_runs([experiment_id], "tags.`ganlab.comparison` = 'balance' and tags.`ganlab.kind` = 'train'"))
+    again = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert len(client.search_runs([experiment_id], "tags.`ganlab.comparison` = 'balance' and tags.`ganlab.kind` = 'train'")) == trained == 4
+    assert json.loads((out / "summary.json").read_text())["arms"][1]["run_ids"] == summary["arms"][1]["run_ids"]
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (["--arm", "tuned"], "unknown --arm 'tuned'"),
+    (["--arm", "best:nowhere"], "no study 'nowhere'"),
+    (["--arm", "reports", "--seeds", "1"], "--seeds must be at least 2"),
+    (["--arm", "reports", "--arm", "reports"], "the same --arm twice"),
+])
+def test_bad_comparisons_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
+    command = [sys.executable, "experiments/compare_settings.py", "--storage", f"sqlite:///{tmp_path}/optuna.db",
+               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--data-dir", str(data_dir), *arguments]
+    assert_one_line_error(subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=120),
+                          fragment)
