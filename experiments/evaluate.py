@@ -4,23 +4,24 @@
     python experiments/evaluate.py --run-id RUN_ID --json            # one JSON object on stdout
     python experiments/evaluate.py --run-id RUN_ID --samples 2000    # quicker, noisier
     python experiments/evaluate.py --real-floor                      # 10k real training images: the floor
+    python experiments/evaluate.py --run-id RUN_ID --features inception   # standard FID/KID (after `make inception`)
 
-All numbers are in ganlab's own Fashion-MNIST feature space (fmnist-cnn-v1), against the 10k test images;
-they are comparable only with numbers from the same feature space.
+By default the numbers are in ganlab's own Fashion-MNIST feature space (fmnist-cnn-v1), against the 10k test images;
+they are comparable only with numbers from the same feature space. `--features inception` gives the standard
+Inception FID and KID that papers report, logged as fid_inception / kid_inception with their protocol as
+eval.inception.* tags; it is slow on a CPU (about 20 minutes per 10k images; the test images' features are cached).
 """
 
 import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 from ganlab import data, metrics, tracking
-from ganlab.metrics import inception
-from ganlab.metrics.features import generate
 from ganlab.cli import ArgumentParser, run_script
 from ganlab.errors import GanlabError
 from ganlab.devices import resolve_device
+from ganlab.metrics import inception
 
 
 def main() -> int:
@@ -33,8 +34,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=metrics.DEFAULT_SAMPLES, help="generated samples (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample latents (default: 0)")
     parser.add_argument("--features", choices=["fmnist", "inception"], default="fmnist",
-                        help="fmnist: ganlab's classifier (fmnist-cnn-v1, every metric); inception: standard FID only")
-    parser.add_argument("--inception-weights", type=Path, help="torch-fidelity's pt_inception-2015-12-05 file")
+                        help="fmnist: ganlab's classifier (fmnist-cnn-v1, every metric); inception: standard FID "
+                             "and KID in Inception-v3 space (default: fmnist)")
+    parser.add_argument("--reference-images", type=int, default=inception.REFERENCE_IMAGES,
+                        help="with --features inception: the first N test images as the reference (default: all "
+                             "10000; fewer is quicker and biases FID upwards)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
@@ -46,23 +51,30 @@ def main() -> int:
 
     device = resolve_device(arguments.device)
     data_dir = data.resolve_data_dir(arguments.data_dir)
-    if arguments.features == "inception":
-        return standard_fid(arguments, device, data_dir)
-    if arguments.real_floor:
-        start = time.perf_counter()
-        evaluation = metrics.Evaluator(data_dir, device).evaluate_real_training_images(arguments.samples, arguments.seed)
-        where = "not logged (no run)"
-    else:
+    generator = None
+    if not arguments.real_floor:  # the run first: a wrong id must not wait for the reference features
         tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
         client = tracking.connect(tracking_uri)
         generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
-        start = time.perf_counter()
-        evaluation = metrics.Evaluator(data_dir, device).evaluate_generator(
-            generator, generator.latent_dim, arguments.samples, arguments.seed)
+    start = time.perf_counter()
+    if arguments.features == "inception":
+        evaluator = inception.InceptionEvaluator(data_dir, device, arguments.reference_images,
+                                                 progress=not arguments.no_progress)
+        feature_space, reference_tag = inception.FEATURE_SPACE, "eval.inception.reference"
+        artifact_file = "eval/inception.json"
+    else:
+        evaluator = metrics.Evaluator(data_dir, device)
+        feature_space, reference_tag, artifact_file = metrics.FEATURE_SPACE, "eval.reference", "eval/evaluate.json"
+    if generator is None:
+        evaluation = evaluator.evaluate_real_training_images(arguments.samples, arguments.seed)
+        where = "not logged (no run)"
+    else:
+        evaluation = evaluator.evaluate_generator(generator, generator.latent_dim, arguments.samples, arguments.seed)
         # Logged at the run's last epoch, so the numbers line up with those logged while training.
         tracking.log_evaluation(client, arguments.run_id, evaluation,
-                                step=tracking.last_logged_step(client, arguments.run_id, "epoch_loss_g"))
-        where = f"logged to run {arguments.run_id} (metrics, protocol tags, eval/evaluate.json)"
+                                step=tracking.last_logged_step(client, arguments.run_id, "epoch_loss_g"),
+                                artifact_file=artifact_file)
+        where = f"logged to run {arguments.run_id} (metrics, protocol tags, {artifact_file})"
     seconds = time.perf_counter() - start
 
     if arguments.json:
@@ -70,32 +82,8 @@ def main() -> int:
     else:
         rows = "\n".join(f"  {name:<22} {value:.4f}" for name, value in evaluation.metrics.items())
         subject = "real training images" if arguments.real_floor else f"samples of run {arguments.run_id}"
-        print(f"{arguments.samples} {subject} in the {metrics.FEATURE_SPACE} feature space against "
-              f"{evaluation.protocol['eval.reference']} ({seconds:.1f} s):\n{rows}\n  {where}")
-    return 0
-
-
-def standard_fid(arguments: argparse.Namespace, device, data_dir: Path) -> int:
-    """FID in Inception-v3 space (needs the weights file), logged as `fid_inception`."""
-    weights_path = inception.check_inception_available(arguments.inception_weights)
-    data.prepare_fashion_mnist(data_dir)
-    test_images, _ = data.load_images(data_dir, train=False)
-    if arguments.real_floor:
-        train_images, _ = data.load_images(data_dir, train=True)
-        fake_images = data.to_training_tensor(train_images[: arguments.samples], "cpu")
-    else:
-        tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
-        generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
-        fake_images = generate(generator, arguments.samples, generator.latent_dim, arguments.seed, device).cpu()
-    fid_inception = inception.inception_fid(data.to_training_tensor(test_images, "cpu"), fake_images, weights_path, device)
-    if not arguments.real_floor:
-        client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
-        step = tracking.last_logged_step(client, arguments.run_id, "epoch_loss_g")
-        client.log_metric(arguments.run_id, "fid_inception", fid_inception, step=step)
-        client.set_tag(arguments.run_id, "eval.inception_samples", str(arguments.samples))
-    print(json.dumps({"fid_inception": fid_inception, "feature_space": inception.FEATURE_SPACE,
-                      "samples": arguments.samples}) if arguments.json
-          else f"FID {fid_inception:.3f} in {inception.FEATURE_SPACE} space ({arguments.samples} samples vs 10k test)")
+        print(f"{arguments.samples} {subject} in the {feature_space} feature space against "
+              f"{evaluation.protocol[reference_tag]} ({seconds:.1f} s):\n{rows}\n  {where}")
     return 0
 
 

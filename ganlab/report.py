@@ -13,6 +13,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
@@ -21,6 +22,7 @@ from mlflow.entities import Run
 import ganlab
 from ganlab import comparison, plots, tracking
 from ganlab.errors import GanlabError
+from ganlab.inception_table import RESULTS_DIR as INCEPTION_RESULTS_DIR
 from ganlab.metrics.classifier import FEATURE_SPACE
 
 REPORT_ARCHS = ("mlp", "mlp-small", "cnn")  # the reports' three GANs, in the order the report shows them
@@ -155,7 +157,8 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
     report.paragraph(f"Written by ganlab {ganlab.__version__} on {datetime.datetime.now():%Y-%m-%d %H:%M} from the "
                      f"MLflow store {client.tracking_uri}. Quality metrics (FID, KID, precision, recall, coverage) "
                      f"are computed in the feature space of ganlab's own Fashion-MNIST classifier ({FEATURE_SPACE}), "
-                     "not Inception: compare them only with numbers from the same feature space.")
+                     "not Inception: compare them only with numbers from the same feature space. Section 9 sets "
+                     "ganlab's GANs beside the literature in standard (Inception) FID.")
     report.markdown(_runs_used(lab))
     _models_section(report, lab)
     _training_section(report, lab)
@@ -164,6 +167,7 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
     _comparison_section(report, lab)
     _tuning_section(report, lab)
     _speed_section(report, lab)
+    _literature_section(report)
     return report.html(f"ganlab report: {experiment}")
 
 
@@ -258,6 +262,20 @@ def _speed_section(report: HtmlReport, lab: LabRuns) -> None:
                      f"{values.get('ganlab_images_per_s', float('nan')):.0f} | {values.get('speedup', float('nan')):.2f}× | "
                      f"{100 * values.get('tracking_overhead', float('nan')):+.1f}% |")
     report.markdown("\n".join(lines))
+
+
+def _literature_section(report: HtmlReport, results_dir: Path = INCEPTION_RESULTS_DIR) -> None:
+    """The committed standard-FID table (results/inception-fid/table.md), or how to make it."""
+    report.heading("9. Beside the literature: standard (Inception) FID")
+    table_path = results_dir / "table.md"
+    if not table_path.is_file():
+        report.note(f"No standard-FID table in {results_dir} yet: `make inception` once, then "
+                    "`python analysis/inception_table.py` (20-epoch runs, 10k samples each: about 20 minutes per "
+                    "row on a 2-core CPU).")
+        return
+    report.markdown(table_path.read_text().split("\n", 1)[1])  # the report's own heading replaces the file's title
+    report.note(f"From {results_dir.parent.name}/{results_dir.name}/table.md, committed with the command that made "
+                "it; not from this report's MLflow store.")
 
 
 def _runs_used(lab: LabRuns) -> str:

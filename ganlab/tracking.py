@@ -180,12 +180,13 @@ def load_generator(run_id: str, tracking_uri: str | None = None, device: str | t
     return generator.to(device).eval()
 
 
-def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int) -> None:
-    """An evaluation's metrics at `step`, its protocol as tags, and all of it as eval/evaluate.json."""
+def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int,
+                   artifact_file: str = "eval/evaluate.json") -> None:
+    """An evaluation's metrics at `step`, its protocol as tags, and all of it as `artifact_file`."""
     with store_errors(f"logging the evaluation to run {run_id}"):
         client.log_batch(run_id, metrics=[Metric(name, value, _now_ms(), step) for name, value in evaluation.metrics.items()],
                          tags=[RunTag(name, value) for name, value in evaluation.protocol.items()])
-        client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), "eval/evaluate.json")
+        client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), artifact_file)
 
 
 def start_derived_run(client: MlflowClient, source_run, kind: str, script: str, params: dict[str, object],

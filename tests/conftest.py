@@ -29,14 +29,21 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Reference features are cached per test session, not in the user's ~/.cache (subprocesses inherit it)."""
-    previous = os.environ.get("GANLAB_CACHE_DIR")
+    """Reference features are cached per test session, not in the user's ~/.cache (subprocesses inherit it).
+
+    The Inception weights that `make inception` set up stay where they are: they are installed, not cached by tests.
+    """
+    from ganlab.metrics.inception import inception_dir
+
+    previous = {name: os.environ.get(name) for name in ("GANLAB_CACHE_DIR", "GANLAB_INCEPTION_DIR")}
+    os.environ["GANLAB_INCEPTION_DIR"] = str(inception_dir())
     os.environ["GANLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("ganlab-cache"))
     yield
-    if previous is None:
-        os.environ.pop("GANLAB_CACHE_DIR")
-    else:
-        os.environ["GANLAB_CACHE_DIR"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """Helpers shared by the tests that run ganlab's scripts as real subprocesses against a real MLflow store."""
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
@@ -69,3 +71,17 @@ def wait_for_checkpoint(store_dir: Path, process: subprocess.Popen, epoch: int, 
         assert process.poll() is None, f"training ended before epoch {epoch}: {process.communicate()}"
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint for epoch {epoch} within {timeout} s")
+
+
+def require_inception_weights() -> Path:
+    """The folder `make inception` set up; skipped where it is missing, unless GANLAB_REQUIRE_INCEPTION=1 (set by
+    .ci/run, whose `make test` sets it up first), where that fails."""
+    from ganlab.metrics import inception
+
+    folder = inception.inception_dir()
+    if not ((folder / inception.WEIGHTS_FILE).is_file() and (folder / inception.SOURCE_FILE).is_file()):
+        message = f"Inception weights not set up in {folder}: run `make inception`"
+        if os.environ.get("GANLAB_REQUIRE_INCEPTION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder

@@ -1,13 +1,16 @@
 """experiments/evaluate.py as a real subprocess against a real tracked run."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import assert_one_line_error, only_run, run_train
+from ganlab.metrics import inception
+from helpers import assert_one_line_error, only_run, require_inception_weights, run_train
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,35 @@ def test_unknown_run_and_run_without_generator_are_one_line_errors(repo_root, da
     assert_one_line_error(no_generator, "has no readable generator")
 
 
-def test_inception_features_without_the_weights_file_is_a_one_line_error(repo_root, data_dir, tmp_path):
-    result = run_evaluate(repo_root, data_dir, "--real-floor", "--features", "inception",
-                          "--inception-weights", str(tmp_path / "missing.pth"))
-    assert_one_line_error(result, "no Inception weights file")
+def test_inception_features_log_fid_inception_with_its_protocol_beside_the_yardstick(repo_root, data_dir, tracked_run):
+    require_inception_weights()
+    store_uri, run_id = tracked_run
+    result = run_evaluate(repo_root, data_dir, "--run-id", run_id, "--tracking-uri", store_uri, "--features",
+                          "inception", "--samples", "12", "--reference-images", "12", "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["protocol"] == inception.protocol(12, "fashion-mnist-test-first-12")
+    assert report["metrics"]["fid_inception"] > 0 and set(report["metrics"]) == {
+        "fid_inception", "kid_inception", "kid_inception_std"}
+
+    client = MlflowClient(store_uri)
+    tags = client.get_run(run_id).data.tags
+    for name in ("fid_inception", "kid_inception"):
+        (metric,) = client.get_metric_history(run_id, name)
+        assert metric.step == 2 and metric.value == pytest.approx(report["metrics"][name])
+    assert {name: tags[name] for name in report["protocol"]} == report["protocol"]
+    assert tags.get("eval.feature_space") in (None, "fmnist-cnn-v1")  # the yardstick's protocol is not overwritten
+    assert "eval/inception.json" in {info.path for info in client.list_artifacts(run_id, "eval")}
+    (cached,) = Path(os.environ["GANLAB_CACHE_DIR"]).glob("inception-v3-*-fashion-mnist-test-first-12.safetensors")
+    assert inception.WEIGHTS_SHA256[:16] in cached.name
+
+
+def test_inception_features_without_the_weights_or_with_a_bad_reference_size_are_one_line_errors(
+        repo_root, data_dir, tmp_path):
+    missing = subprocess.run([sys.executable, "experiments/evaluate.py", "--data-dir", str(data_dir), "--real-floor",
+                              "--features", "inception"], cwd=repo_root, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "GANLAB_INCEPTION_DIR": str(tmp_path)})
+    assert_one_line_error(missing, "not set up", "make inception")
+    too_many = run_evaluate(repo_root, data_dir, "--real-floor", "--features", "inception",
+                            "--reference-images", "20000")
+    assert_one_line_error(too_many, "--reference-images must be between 2 and 10000")

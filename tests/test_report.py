@@ -194,3 +194,22 @@ def test_the_report_shows_the_cnn_study_its_tuned_run_came_from_and_the_pruner_r
     _tuning_section(report, lab)
     page = "".join(report.parts)
     assert "Which pruner" in page and "<td>median</td>" in page and "<td>61%</td>" in page
+
+
+def test_the_report_shows_the_committed_inception_table_or_says_how_to_make_it(tmp_path):
+    from ganlab.report import HtmlReport, _literature_section
+
+    results_dir = tmp_path / "results" / "inception-fid"
+    missing = HtmlReport(None)
+    _literature_section(missing, results_dir)
+    assert "9. Beside the literature" in missing.parts[0]
+    assert "make inception" in missing.parts[1] and "analysis/inception_table.py" in missing.parts[1]
+
+    results_dir.mkdir(parents=True)
+    (results_dir / "table.md").write_text("# Title the report replaces\n\n| model | FID Inception |\n| --- | --- |\n"
+                                          "| Lucic et al. 2018: WGAN | 21.5 |\n")
+    shown = HtmlReport(None)
+    _literature_section(shown, results_dir)
+    page = "".join(shown.parts)
+    assert "<td>Lucic et al. 2018: WGAN</td><td>21.5</td>" in page and "Title the report replaces" not in page
+    assert "results/inception-fid/table.md" in page

@@ -7,6 +7,7 @@ keyed by the classifier's sha256, and written atomically (temporary file, then o
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +74,25 @@ def cache_dir() -> Path:
 def reference_features(classifier: FashionClassifier, data_dir: Path, device: torch.device | str) -> FeatureSet:
     """Features of the 10k test images, from the cache when the same classifier made them."""
     cache_path = cache_dir() / f"{FEATURE_SPACE}-{(WEIGHTS_SHA256 or 'unpinned')[:16]}-{REFERENCE_SET}.safetensors"
+
+    def extract_test_images() -> dict[str, torch.Tensor]:
+        data.prepare_fashion_mnist(data_dir)
+        test_images, _ = data.load_images(data_dir, train=False)
+        reference = extract(classifier, data.to_training_tensor(test_images, "cpu"), device)
+        return {"features": reference.features, "logits": reference.logits}
+
+    cached = cached_tensors(cache_path, extract_test_images)
+    return FeatureSet(cached["features"], cached["logits"])
+
+
+def cached_tensors(cache_path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The tensors in `cache_path`, else `compute()`'s, written there atomically (temporary file, then os.replace),
+    so an interrupted or concurrent writer never leaves a half-written cache."""
     if cache_path.exists():
-        cached = load_file(str(cache_path))
-        return FeatureSet(cached["features"], cached["logits"])
-    data.prepare_fashion_mnist(data_dir)
-    test_images, _ = data.load_images(data_dir, train=False)
-    reference = extract(classifier, data.to_training_tensor(test_images, "cpu"), device)
+        return load_file(str(cache_path))
+    tensors = compute()
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     temporary_path = cache_path.with_name(cache_path.name + f".{os.getpid()}.tmp")
-    save_file({"features": reference.features, "logits": reference.logits}, str(temporary_path))
+    save_file(tensors, str(temporary_path))
     os.replace(temporary_path, cache_path)
-    return reference
+    return tensors
