@@ -14,6 +14,7 @@ import argparse
 import json
 
 from ganlab.benchmark import BenchmarkConfig, log_benchmark_run, run_benchmark
+from ganlab import tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
 
 
@@ -26,6 +27,7 @@ def main() -> int:
     arguments = parser.parse_args()
     config = BenchmarkConfig(**explicit_fields(arguments, BenchmarkConfig))
     config.validate()
+    tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))  # an unusable store fails before the timing
 
     results = run_benchmark(config, show_progress=not arguments.no_progress)
     run_id, ui_hint = log_benchmark_run(config, results)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ganlab import faults
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, first_line
 
 MANIFEST_NAME = "checkpoint.json"
 FORMAT = "ganlab-checkpoint-v2"
@@ -41,8 +42,12 @@ def save_checkpoint(directory: Path, state: State) -> Path:
                if isinstance(value, torch.Tensor)}
     slot_path = directory / slot_name
     temporary_path = slot_path.with_suffix(".tmp")
-    save_file(tensors, str(temporary_path))
-    _fsync_and_replace(temporary_path, slot_path)
+    try:
+        save_file(tensors, str(temporary_path))
+        _fsync_and_replace(temporary_path, slot_path)
+    except (OSError, SafetensorError) as error:  # a full disk: free the partial file, keep the previous checkpoint
+        temporary_path.unlink(missing_ok=True)
+        raise GanlabError(f"cannot write the checkpoint to {directory}: {_reason(error)}") from error
     faults.point("checkpoint")  # a kill here must leave the previous checkpoint readable
 
     manifest = {
@@ -51,7 +56,10 @@ def save_checkpoint(directory: Path, state: State) -> Path:
         "tensors_sha256": _sha256(slot_path),
         "state": {name: value for name, value in state.items() if not isinstance(value, torch.Tensor)},
     }
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    try:
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    except OSError as error:
+        raise GanlabError(f"cannot write the checkpoint manifest {manifest_path}: {_reason(error)}") from error
     return manifest_path
 
 
@@ -66,7 +74,7 @@ def load_checkpoint(directory: Path) -> State | None:
         raise GanlabError(f"checkpoint {slot_path} is missing or does not match its sha256 in {manifest_path}")
     try:
         tensors = load_file(str(slot_path), device="cpu")
-    except Exception as error:  # safetensors raises its own error types for a malformed file
+    except SafetensorError as error:
         raise GanlabError(f"checkpoint {slot_path} is not a readable safetensors file: {error}") from error
     if manifest["format"] in OLD_FORMATS:
         values = {name: manifest[name] for name in ("epoch", "step_in_epoch", "global_step")} | manifest["info"]
@@ -126,14 +134,22 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file so that readers see the old content or the new, never half of it."""
     temporary_path = path.with_name(path.name + ".tmp")
-    temporary_path.write_text(text)
-    _fsync_and_replace(temporary_path, path)
+    try:
+        temporary_path.write_text(text)
+        _fsync_and_replace(temporary_path, path)
+    finally:
+        temporary_path.unlink(missing_ok=True)  # gone after the replace; a partial one after a failure
 
 
 def _fsync_and_replace(temporary_path: Path, final_path: Path) -> None:
     with open(temporary_path, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary_path, final_path)
+
+
+def _reason(error: Exception) -> str:
+    """Why a write failed, in a few words (`No space left on device`)."""
+    return getattr(error, "strerror", None) or first_line(error)
 
 
 def _read_manifest(manifest_path: Path) -> dict:

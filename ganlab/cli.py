@@ -1,7 +1,9 @@
-"""Command lines derived from config dataclasses, and the one place scripts turn errors into exit codes.
+"""Command lines derived from config dataclasses, the flags every script shares, and the one place scripts turn
+errors into exit codes.
 
-Each config field becomes a kebab-case flag whose default and help come from the dataclass, so the
-documented defaults live in exactly one place.
+Each config field becomes a kebab-case flag whose default and help come from the dataclass, so the documented
+defaults live in exactly one place. Each script builds its parser in `build_parser()` from `script_parser` and the
+`add_*` helpers below, so `docs/generate.py` can print its flag table.
 """
 
 import argparse
@@ -10,10 +12,14 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from ganlab.errors import GanlabError
 
 EXIT_USAGE = 2  # bad input: one line on stderr
+DATA_DIR_HELP = "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)"
+TRACKING_URI_HELP = "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)"
+DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (cuda when available)"
 
 
 def option(default, help: str, **argparse_options):  # noqa: A002 - mirrors argparse's own keyword
@@ -56,6 +62,37 @@ def run_script(main: Callable[[], int | None]) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(exit_code or 0)
+
+
+def script_parser(docstring: str) -> "ArgumentParser":
+    """A script's parser: the docstring's first line as the description, the rest (its examples) as the epilog."""
+    return ArgumentParser(description=docstring.splitlines()[0], epilog=docstring.split("\n", 1)[1],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, tracking: bool = True, device: bool = False,
+                     data_dir: bool = False, out: str | None = None, json_output: bool = False,
+                     progress: bool = False) -> None:
+    """The flags scripts share, worded once: --tracking-uri, --device, --data-dir, --out, --json, --no-progress."""
+    if tracking:
+        parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    if device:
+        parser.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
+    if data_dir:
+        parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    if out:
+        parser.add_argument("--out", type=Path, help=f"also keep {out} in this new (or empty) folder")
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+
+
+def empty_folder(path: Path | None) -> Path | None:
+    """An --out folder that is new or empty: nothing in it is ever overwritten."""
+    if path is not None and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise GanlabError(f"--out {path} exists and is not an empty folder; nothing is overwritten")
+    return path
 
 
 class ArgumentParser(argparse.ArgumentParser):

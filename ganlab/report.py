@@ -196,6 +196,14 @@ def _samples_section(report: HtmlReport, lab: LabRuns) -> None:
             report.artifact_image(run, f"samples/epoch_{last:03d}.png", f"Epoch {last}")))
 
 
+def latent_source(params: dict[str, str]) -> str:
+    """Where a latent study's display batch came from, in words: its file, or the seed it was drawn with."""
+    z_file = params.get("z_file")
+    if z_file and z_file != "None":  # MLflow keeps an unset option as the string "None"
+        return f"the latent batch in {Path(z_file).name} (--z-file {z_file})"
+    return f"8 latent vectors drawn with --z-seed {params.get('z_seed', '0')} (torch.randn, seeded)"
+
+
 def _latent_section(report: HtmlReport, lab: LabRuns) -> None:
     report.heading("4. Eight images from a chosen latent batch")
     if lab.latent is None:
@@ -203,9 +211,7 @@ def _latent_section(report: HtmlReport, lab: LabRuns) -> None:
         report.heading("5. The latent study")
         report.note("Missing for the same reason.")
         return
-    params = lab.latent.data.params
-    source = params.get("z_file") or f"torch.randn(8, 100) seeded with {params.get('z_seed', '?')}"
-    report.artifact_image(lab.latent, "base.png", f"G(z) for z = {source}")
+    report.artifact_image(lab.latent, "base.png", f"G(z) for {latent_source(lab.latent.data.params)}")
     report.heading("5. The latent study: what each latent number does, measured")
     for path, what in LATENT_FIGURES:
         report.artifact_image(lab.latent, path, what)
@@ -223,8 +229,10 @@ def _comparison_section(report: HtmlReport, lab: LabRuns) -> None:
     fid_curves = {run_label(run): comparison.metric_curve(report.client, run.info.run_id, "fid") for run in lab.training}
     fid_curves = {label: curve for label, curve in fid_curves.items() if len(curve[0])}
     if fid_curves:
+        samples = sorted({run.data.tags.get("eval.samples", "?") for run in lab.training}, key=str)
         report.figure(plots.run_overlay({"FID": fid_curves}, "epoch", f"FID by epoch ({FEATURE_SPACE} features)"),
-                      "FID by epoch of " + ", ".join(fid_curves))
+                      "FID by epoch of " + ", ".join(fid_curves) + f", from {' or '.join(samples)} samples per "
+                      "evaluation (fewer samples: a noisier FID, higher by a small-sample bias)")
     for run in lab.training:
         report.artifact_image(run, "plots/class_histogram.png", f"Predicted classes of {run.info.run_name}'s samples")
 

@@ -45,8 +45,9 @@ HEARTBEAT_EVERY_SECONDS = 30
 DEFAULT_STALE_AFTER_SECONDS = 600  # a RUNNING run silent this long is lost ($GANLAB_STALE_AFTER_S)
 ENDING_TAGS = ("ganlab.error", "ganlab.failure", "ganlab.failure_step", "ganlab.stop_reason", "ganlab.stopped_early")
 
-for _noisy_logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-    logging.getLogger(_noisy_logger).setLevel(logging.WARNING)
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+# The store's own traceback would break the one-line-error rule: ganlab reports every store error itself.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # MLflow's own download bar would break the one-line-error rule and clutter ganlab's progress bars.
 MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
 
@@ -171,12 +172,12 @@ def load_generator(run_id: str, tracking_uri: str | None = None, device: str | t
             model_dir = Path(client.download_artifacts(run_id, "model", download_dir))
             config = json.loads((model_dir / "config.json").read_text())
             weights = load_file(str(model_dir / "generator.safetensors"), device="cpu")
-        except (MlflowException, OSError, json.JSONDecodeError) as error:
+            generator = build_generator(config["arch"], config["latent_dim"])
+            generator.load_state_dict(weights)
+        except Exception as error:  # MLflow, the file system, JSON, safetensors and torch each raise their own types
             raise GanlabError(f"run {run_id} has no readable generator (model/config.json and "
                               f"model/generator.safetensors); if it was interrupted, finish it with "
                               f"`python experiments/train.py --resume {run_id}`") from error
-    generator = build_generator(config["arch"], config["latent_dim"])
-    generator.load_state_dict(weights)
     return generator.to(device).eval()
 
 

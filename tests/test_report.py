@@ -156,14 +156,17 @@ def test_make_report_trains_only_what_is_missing(repo_root, data_dir, tmp_path):
     tiny = {"train_arguments": ("--train-images", "640", "--eval-samples", "200", "--data-dir", str(data_dir),
                                 "--no-progress"),
             "study_arguments": tuple(SMALL_STUDY)}
-    first = lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny)
+    first = lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 2, "cnn": 1}, **tiny)
     assert [command.split()[1] for command in first] == ["experiments/train.py"] * 3 + ["analysis/latent_effects.py"]
     assert [command.split()[3] for command in first[:3]] == ["mlp", "mlp-small", "cnn"]
     runs = lab.find_lab_runs(client, "lab")
     assert list(runs.by_arch) == ["mlp", "mlp-small", "cnn"]
     assert runs.latent.data.tags["ganlab.source_run_id"] == runs.by_arch["mlp"].info.run_id
     assert runs.latent.info.run_name == "latent-analysis-mlp-s0"
-    assert lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 1, "cnn": 1}, **tiny) == []
+    # Short runs are evaluated every epoch, so the report's "FID by epoch" is a curve, not a dot.
+    fid_history = client.get_metric_history(runs.by_arch["mlp-small"].info.run_id, "fid")
+    assert sorted(metric.step for metric in fid_history) == [1, 2]
+    assert lab.complete_lab(client, store_uri, "lab", {"mlp": 1, "mlp-small": 2, "cnn": 1}, **tiny) == []
 
 
 def test_the_report_shows_the_cnn_study_its_tuned_run_came_from_and_the_pruner_replay(tmp_path):
