@@ -168,7 +168,7 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
 
 
 def _models_section(report: HtmlReport, lab: LabRuns) -> None:
-    report.heading("1. The models: print(G) and print(D)")
+    report.heading("1. The models: print(D) and print(G)")
     for arch, run in lab.by_arch.items():
         summary = tracking.artifact_bytes(report.client, run.info.run_id, "model/summary.txt")
         if summary:
@@ -176,11 +176,12 @@ def _models_section(report: HtmlReport, lab: LabRuns) -> None:
 
 
 def _training_section(report: HtmlReport, lab: LabRuns) -> None:
-    report.heading("2. Training: G and D losses, D(x) and D(G(z)) per step")
+    report.heading("2. Training: D and G losses, D(x) and D(G(z)) per step")
     for run in lab.training:
         report.heading(run.info.run_name, 3)
         report.row(lambda run=run: (report.artifact_image(run, "plots/losses.png", "Losses"),
                                     report.artifact_image(run, "plots/d_outputs.png", "D outputs")))
+        report.artifact_image(run, "plots/losses_d_g.png", "D and G losses apart, as the second report draws them")
 
 
 def _samples_section(report: HtmlReport, lab: LabRuns) -> None:

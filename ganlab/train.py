@@ -29,7 +29,7 @@ from ganlab import checkpoint, data, distributed, metrics, tracking
 from ganlab.cli import option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, IMAGE_SHAPE, build_models, count_parameters, model_summary
-from ganlab.plots import class_histogram_figure, image_grid, training_curves
+from ganlab.plots import class_histogram_figure, image_grid, separate_loss_curves, training_curves
 
 SAMPLE_GRID_SIZE = 64  # the fixed latent batch drawn every epoch, 8 per row
 FLUSH_EVERY_STEPS = 100  # per-step metrics go to the tracking thread in blocks of this many steps
@@ -487,7 +487,7 @@ def _log_final_model(run_logger: tracking.RunLogger, config: TrainConfig, genera
 
 
 def _log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: str, steps_per_epoch: int) -> None:
-    """plots/losses.png and plots/d_outputs.png from the whole history in the store (resumes included)."""
+    """plots/losses.png, losses_d_g.png and d_outputs.png from the whole history in the store (resumes included)."""
     history = {}
     for name in tracking.STEP_METRIC_NAMES:
         by_step = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
@@ -496,6 +496,8 @@ def _log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: st
     run_logger.log_figure(training_curves(steps, {"G loss": history["loss_g"], "D loss": history["loss_d"]},
                                           steps_per_epoch, "Generator and discriminator losses", "BCE loss"),
                           "plots/losses.png")
+    run_logger.log_figure(separate_loss_curves(steps, history["loss_d"], history["loss_g"], steps_per_epoch),
+                          "plots/losses_d_g.png")
     run_logger.log_figure(training_curves(steps, {"D(x)": history["d_real"], "D(G(z))": history["d_fake"]},
                                           steps_per_epoch, "Discriminator outputs", "mean D output"),
                           "plots/d_outputs.png")
