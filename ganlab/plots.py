@@ -215,3 +215,21 @@ def study_curves_figure(curves: np.ndarray, objective_name: str) -> Figure:
     axes.set_title(f"{len(curves)} trials, coloured by final rank (dark = best)")
     axes.grid(alpha=0.3)
     return figure
+
+
+def index_consistency(groups: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> Figure:
+    """Per architecture: how strongly the same latent index's effects correlate between generators (one value per
+    index) against unrelated indices (the chance distribution), with the threshold an index must pass."""
+    figure = Figure(figsize=(5.5 * len(groups), 4.2), layout="constrained")
+    for index, (arch, (same_index, null, threshold)) in enumerate(groups.items()):
+        axes = figure.add_subplot(1, len(groups), index + 1)
+        bins = np.linspace(-1, 1, 41)
+        axes.hist(null, bins=bins, density=True, color="lightgrey", label="unrelated indices (chance)")
+        axes.hist(same_index, bins=bins, density=True, color="tab:blue", alpha=0.6, label="same index")
+        axes.axvline(threshold, color="tab:red", linestyle="--", label=f"chance threshold r = {threshold:+.2f}")
+        axes.set_xlabel("mean correlation of class shifts between generators")
+        axes.set_ylabel("density")
+        axes.set_title(arch)
+        axes.legend(loc="upper left", fontsize="small")
+    figure.suptitle(title)
+    return figure
