@@ -1,12 +1,15 @@
 """The reports' latent study of a tracked generator, reproduced exactly and then measured, logged to MLflow.
 
     python analysis/latent_effects.py --run-id RUN_ID                        # dims 10,20,37,53,67; offsets ±2…±10
-    python analysis/latent_effects.py --run-id RUN_ID --dims 2,71,99 --values=-10,10,100   # "=" before a minus
+    python analysis/latent_effects.py --run-id RUN_ID --preset report-2025   # the first report's figures, exactly
+    python analysis/latent_effects.py --run-id RUN_ID --preset report-2023   # the second report's figures, exactly
+    python analysis/latent_effects.py --run-id RUN_ID --set 1=0,10,100 --set 70=-10,10,100 --set 99=-50,-10,10
     python analysis/latent_effects.py --run-id RUN_ID --z-file z.npy         # your own latent batch [N, 100]
     python analysis/latent_effects.py --run-id RUN_ID --out latent-study/    # also keep the files here
 
-Dims are 0-based. Classes are predicted by ganlab's fmnist-cnn-v1 classifier. The results go to a new run in the
-source run's experiment, tagged ganlab.kind=latent-analysis and ganlab.source_run_id.
+Dims are 0-based indices: a report's "2nd, 71st, 100th number" are dims 1, 70, 99. Flags given beside --preset
+override it. Classes are predicted by ganlab's fmnist-cnn-v1 classifier. The results go to a new run in the source
+run's experiment, tagged ganlab.kind=latent-analysis, ganlab.source_run_id and ganlab.preset.
 """
 
 import argparse
@@ -18,6 +21,7 @@ from tqdm import tqdm
 
 from ganlab import tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.claims import SourceRun
 from ganlab.errors import GanlabError
 from ganlab.latent_study import LatentStudyConfig, planned_effect_count, run_study
 from ganlab.metrics.classifier import FEATURE_SPACE, load_classifier
@@ -38,7 +42,7 @@ def main() -> int:
     given = explicit_fields(arguments, LatentStudyConfig)
     if "z_seed" in given and "z_file" in given:
         raise GanlabError("give --z-seed or --z-file, not both")
-    config = LatentStudyConfig(**given)
+    config = LatentStudyConfig.from_flags(given)
     if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
         raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
 
@@ -53,13 +57,13 @@ def main() -> int:
     run_id, experiment_id = tracking.start_derived_run(
         client, source_run, "latent-analysis", "analysis/latent_effects.py",
         {**dataclasses.asdict(config), "source_run_id": arguments.run_id, "feature_space": FEATURE_SPACE,
-         "device": str(device)}, arguments.experiment)
+         "device": str(device)}, arguments.experiment, tags={"ganlab.preset": config.preset or "none"})
     try:
         with tempfile.TemporaryDirectory() as scratch:
             out_dir = arguments.out or Path(scratch)
             out_dir.mkdir(parents=True, exist_ok=True)
             with tqdm(total=total, desc="latent effects", unit="effect", disable=arguments.no_progress) as progress:
-                headline = run_study(config, generator, classifier, device, out_dir, arguments.run_id,
+                headline = run_study(config, generator, classifier, device, out_dir, SourceRun.of(source_run),
                                      progress.update)
             tracking.finish_derived_run(client, run_id, out_dir, headline)
     except BaseException:

@@ -4,7 +4,7 @@
     python analysis/report.py --experiment fashion-mnist-gan --out lab.html --overwrite
     python analysis/report.py --train-missing --overwrite                    # what `make report` runs
 
-The report answers the lab point by point: print(G)/print(D), loss and D-output curves, first vs last epoch
+The report answers the lab point by point: print(D)/print(G), loss and D-output curves, first vs last epoch
 samples, 8 images from a chosen latent batch, the 15×8 latent study and its measured findings, MLP vs CNN vs
 tuned CNN. Every figure names the run it came from; quality metrics are in ganlab's fmnist-cnn-v1 feature space.
 """

@@ -3,7 +3,7 @@
     python experiments/train.py --arch mlp                  # the first report's MLP GAN, 20 epochs
     python experiments/train.py --arch cnn --epochs 5       # the first report's CNN GAN
     python experiments/train.py --arch mlp-small            # the second report's small MLP GAN
-    python experiments/train.py --arch cnn --print-models   # print(G), print(D) and parameter counts
+    python experiments/train.py --arch cnn --print-models   # print(D), print(G) and parameter counts
     python experiments/train.py --resume RUN_ID             # continue an interrupted run
     python experiments/train.py --arch mlp --max-steps 50   # a smoke run
     torchrun --nproc-per-node 2 experiments/train.py --arch cnn   # data-parallel on 2 GPUs (gloo on CPUs)
@@ -26,7 +26,7 @@ def main() -> int:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, TrainConfig)
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this unfinished run from its last checkpoint")
-    parser.add_argument("--print-models", action="store_true", help="print G and D with parameter counts, then exit")
+    parser.add_argument("--print-models", action="store_true", help="print D, then G, with parameter counts; exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     arguments = parser.parse_args()
     given = explicit_fields(arguments, TrainConfig)

@@ -2,8 +2,9 @@
 errors into exit codes.
 
 Each config field becomes a kebab-case flag whose default and help come from the dataclass, so the documented
-defaults live in exactly one place. Each script builds its parser in `build_parser()` from `script_parser` and the
-`add_*` helpers below, so `docs/generate.py` can print its flag table.
+defaults live in exactly one place; a `tuple[X, ...]` field is a flag given once per item (`--set 1=0,10 --set
+70=-10`). Each script builds its parser in `build_parser()` from `script_parser` and the `add_*` helpers below, so
+`docs/generate.py` can print its flag table.
 """
 
 import argparse
@@ -22,9 +23,10 @@ TRACKING_URI_HELP = "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlr
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (cuda when available)"
 
 
-def option(default, help: str, **argparse_options):  # noqa: A002 - mirrors argparse's own keyword
-    """A dataclass field that carries its command-line help (and optional argparse extras such as choices)."""
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+def option(default, help: str, flag: str | None = None, **argparse_options):  # noqa: A002 - argparse's keyword
+    """A dataclass field that carries its command-line help, optionally its own flag name (else --field-name), and
+    argparse extras such as choices."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, **argparse_options})
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -32,23 +34,27 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
     hints = typing.get_type_hints(config_class)
     for config_field in dataclasses.fields(config_class):
         value_type = _base_type(hints[config_field.name])
-        extras = {key: value for key, value in config_field.metadata.items() if key != "help"}
+        extras = {key: value for key, value in config_field.metadata.items() if key not in ("help", "flag")}
         help_text = config_field.metadata.get("help", "")
         if config_field.default is not None and "default" not in help_text:  # None: the help says what happens
             help_text += f" (default: {config_field.default})"
-        flag = "--" + config_field.name.replace("_", "-")
+        flag = config_field.metadata.get("flag") or "--" + config_field.name.replace("_", "-")
+        common = {"dest": config_field.name, "default": argparse.SUPPRESS, "help": help_text, **extras}
         if value_type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text, **extras)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+            continue
+        common.setdefault("metavar", config_field.name.upper())
+        if typing.get_origin(value_type) is tuple:  # repeatable: one item per use of the flag
+            parser.add_argument(flag, type=typing.get_args(value_type)[0], action="append", **common)
         else:
-            parser.add_argument(flag, type=value_type, default=argparse.SUPPRESS, help=help_text,
-                                metavar=config_field.name.upper(), **extras)
+            parser.add_argument(flag, type=value_type, **common)
 
 
 def explicit_fields(namespace: argparse.Namespace, config_class: type) -> dict:
     """The config fields the user gave on the command line."""
     names = {config_field.name for config_field in dataclasses.fields(config_class)}
-    return {name: value for name, value in vars(namespace).items() if name in names}
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in vars(namespace).items() if name in names}
 
 
 def run_script(main: Callable[[], int | None]) -> None:

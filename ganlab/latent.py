@@ -2,12 +2,13 @@
 unit directions, SeFa and GANSpace directions, and measure what changes over many samples with 95% CIs.
 
 An effect is always measured the same way: the same base latents z, images G(z) and G(z + offset·direction),
-and from them the pixel change (L2 and mean absolute, in [-1, 1] pixel units), the shift of each class
-probability under the metrics classifier (fmnist-cnn-v1), and the flip rate (share of samples whose predicted
-class changes).
+and from them the pixel change (L2 and mean absolute, in [-1, 1] pixel units), the change of mean brightness
+(in [0, 1], black to white), the shift of each class probability under the metrics classifier (fmnist-cnn-v1),
+and the flip rate (share of samples whose predicted class changes).
 """
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,12 +52,15 @@ class Effect:
     flip_high: float
     class_shift: list[float]  # mean change of each class probability
     class_shift_ci: list[float]
+    brightness_change: float  # mean change of the mean pixel value, in [0, 1] units (negative: darker)
+    brightness_change_ci: float
 
     def row(self, class_names: tuple[str, ...]) -> dict[str, object]:
         """A flat CSV row."""
         fields = {name: getattr(self, name) for name in ("family", "index", "mode", "amount", "samples", "l2_mean",
                                                           "l2_ci", "mean_abs_mean", "mean_abs_ci", "flip_rate",
-                                                          "flip_low", "flip_high")}
+                                                          "flip_low", "flip_high", "brightness_change",
+                                                          "brightness_change_ci")}
         for class_name, shift, ci in zip(class_names, self.class_shift, self.class_shift_ci):
             fields[f"shift.{class_name}"] = shift
             fields[f"shift_ci.{class_name}"] = ci
@@ -64,11 +68,18 @@ class Effect:
 
 
 def check_dims(dims: list[int], latent_dim: int) -> None:
-    """Dims are 0-based indices into z; say so when one is out of range (the second report's `dim 100` is)."""
+    """Dims are 0-based indices into z; say so when one is out of range, with the mapping from the reports'
+    ordinals (their "100th number" is index 99)."""
     for dim in dims:
         if not 0 <= dim < latent_dim:
-            raise GanlabError(f"latent dim {dim} is out of range: dims are 0-based, 0…{latent_dim - 1} for this "
-                              f"generator's {latent_dim}-dim z")
+            raise GanlabError(f"latent dim {dim} is out of range: dims are 0-based indices 0…{latent_dim - 1} of "
+                              f"this generator's {latent_dim}-dim z (a report's Nth number is index N-1: the "
+                              f"100th is {latent_dim - 1})")
+
+
+def brightness(images: torch.Tensor) -> torch.Tensor:
+    """Mean pixel value of each image in [0, 1] (0 black, 1 white), from images in [-1, 1]."""
+    return (images.flatten(1).mean(dim=1) + 1) / 2
 
 
 def base_latents(count: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -148,6 +159,9 @@ def _fixed_sign(vector: torch.Tensor) -> torch.Tensor:
     return vector if vector[vector.abs().argmax()] >= 0 else -vector
 
 
+Change = tuple[str, "Direction | int", float]  # ("offset", direction, amount) or ("set", dim, value)
+
+
 class EffectMeter:
     """Measures effects against one fixed set of base latents, whose images and class probabilities are
     computed once and shared by every perturbation."""
@@ -156,10 +170,11 @@ class EffectMeter:
                  device: torch.device | str):
         self.generator, self.classifier, self.device = sampling_copy(generator), classifier, device
         self.latents = latents
-        self.base_images, self.base_probabilities = self._images_and_probabilities(latents)
+        self.base_images, self.base_probabilities = self.images_and_probabilities(latents)
 
     @torch.no_grad()
-    def _images_and_probabilities(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def images_and_probabilities(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(latents) flattened, on the CPU, and the classifier's class probabilities for them."""
         images, probabilities = [], []
         for start in range(0, len(latents), EFFECT_BATCH):
             batch_images = self.generator(latents[start:start + EFFECT_BATCH].to(self.device)).float().clamp(-1, 1)
@@ -167,30 +182,62 @@ class EffectMeter:
             images.append(batch_images.flatten(1).cpu())
         return torch.cat(images), torch.cat(probabilities)
 
+    def changed_latents(self, change: Change) -> torch.Tensor:
+        mode, target, amount = change
+        return (offset_latents(self.latents, target.vector, amount) if mode == "offset"
+                else set_latents(self.latents, target, amount))
+
+    def outcomes(self, changes: Iterable[Change]) -> Iterator[tuple[Change, torch.Tensor, torch.Tensor]]:
+        """(change, images, probabilities) for every change, in order, computed for many changes per forward pass:
+        with few samples a change, one pass each would cost far more than its images."""
+        pending: list[Change] = []
+        for change in changes:
+            pending.append(change)
+            if len(pending) * len(self.latents) >= EFFECT_BATCH:
+                yield from self._outcomes_of(pending)
+                pending = []
+        if pending:
+            yield from self._outcomes_of(pending)
+
+    def _outcomes_of(self, changes: list[Change]) -> Iterator[tuple[Change, torch.Tensor, torch.Tensor]]:
+        images, probabilities = self.images_and_probabilities(torch.cat([self.changed_latents(change)
+                                                                         for change in changes]))
+        count = len(self.latents)
+        for position, change in enumerate(changes):
+            window = slice(position * count, (position + 1) * count)
+            yield change, images[window], probabilities[window]
+
+    def effects(self, changes: Iterable[Change]) -> Iterator[Effect]:
+        for (mode, target, amount), images, probabilities in self.outcomes(changes):
+            family, index = (target.family, target.index) if mode == "offset" else ("dim", target)
+            yield self._effect(family, index, mode, amount, images, probabilities)
+
     def offset(self, direction: Direction, amount: float) -> Effect:
-        return self._measure(direction.family, direction.index, "offset", amount,
-                             offset_latents(self.latents, direction.vector, amount))
+        return next(self.effects([("offset", direction, amount)]))
 
     def set_value(self, dim: int, value: float) -> Effect:
-        return self._measure("dim", dim, "set", value, set_latents(self.latents, dim, value))
+        return next(self.effects([("set", dim, value)]))
 
-    def _measure(self, family: str, index: int, mode: str, amount: float, latents: torch.Tensor) -> Effect:
-        images, probabilities = self._images_and_probabilities(latents)
+    def _effect(self, family: str, index: int, mode: str, amount: float, images: torch.Tensor,
+                probabilities: torch.Tensor) -> Effect:
         pixel_change = images - self.base_images
+        brightness_change = (brightness(images) - brightness(self.base_images)).double()
         l2 = pixel_change.norm(dim=1).double()
         mean_abs = pixel_change.abs().mean(dim=1).double()
         flipped = probabilities.argmax(dim=1) != self.base_probabilities.argmax(dim=1)
         shift = (probabilities - self.base_probabilities).double()
         flip_low, flip_high = wilson_interval(int(flipped.sum()), len(flipped))
-        return Effect(family, index, mode, float(amount), len(latents),
-                      l2_mean=float(l2.mean()), l2_ci=_ci_half_width(l2),
-                      mean_abs_mean=float(mean_abs.mean()), mean_abs_ci=_ci_half_width(mean_abs),
+        return Effect(family, index, mode, float(amount), len(images),
+                      l2_mean=float(l2.mean()), l2_ci=ci_half_width(l2),
+                      mean_abs_mean=float(mean_abs.mean()), mean_abs_ci=ci_half_width(mean_abs),
                       flip_rate=float(flipped.double().mean()), flip_low=flip_low, flip_high=flip_high,
                       class_shift=shift.mean(dim=0).tolist(),
-                      class_shift_ci=[_ci_half_width(column) for column in shift.T])
+                      class_shift_ci=[ci_half_width(column) for column in shift.T],
+                      brightness_change=float(brightness_change.mean()),
+                      brightness_change_ci=ci_half_width(brightness_change))
 
 
-def _ci_half_width(values: torch.Tensor) -> float:
+def ci_half_width(values: torch.Tensor) -> float:
     """Normal-approximation 95% CI half-width of a mean (0 for fewer than two values)."""
     if len(values) < 2:
         return 0.0

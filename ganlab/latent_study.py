@@ -1,5 +1,5 @@
-"""The whole latent study of one generator: the reports' figures, exactly, then the measured effects, written to a
-folder (PNG + CSV/JSON + summary.md) that the caller logs to MLflow.
+"""The whole latent study of one generator: the reports' figures, exactly, then the measured effects and the
+reports' claims put to the test, written to a folder (PNG + CSV/JSON + summary.md) that the caller logs to MLflow.
 
 Two latent batches are used: the small display batch (`--z-seed` or `--z-file`, 8 like the reports) for the image
 figures, and a larger statistics batch (`--stats-samples`, seeded by `--stats-seed`) for every number.
@@ -16,26 +16,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganlab import data, plots
+from ganlab import claim_verdicts, claims, data, plots
 from ganlab.cli import option
 from ganlab.errors import GanlabError
-from ganlab.latent import (Direction, Effect, EffectMeter, base_latents, check_dims, ganspace_directions,
-                           offset_latents, random_directions, sefa_directions, set_latents, unit_dim)
+from ganlab.latent import (Change, Direction, Effect, EffectMeter, base_latents, check_dims, ganspace_directions,
+                           random_directions, sefa_directions, unit_dim)
+from ganlab.latent_figures import ImageRows, draw_figures
+from ganlab.latent_findings import EffectTable
 from ganlab.metrics.classifier import FEATURE_SPACE
-from ganlab.plots import image_grid
 
 CONTROL_CURVES = 3  # random directions measured at every offset, as the control line of effect_vs_offset.png
+FIGURES = ("grid", "magnitude", "dimension", "set", "offsets")  # the image figures a study can draw
+
+# Each report's latent study exactly (../shared/seeds), as the values of this module's flags.
+PRESETS: dict[str, dict[str, object]] = {
+    # Lab04 (June 2025) §5.5, on the MLP GAN: dims 10, 20, 37, 53, 67 at offsets ±2…±10, 25 comparisons of
+    # (−a, unchanged, +a) × 8 images; shown: dim 10 at every offset (Fig. 5.10–5.14) and the five dims at ±2
+    # (Fig. 5.15–5.19), which is the assignment's 15×8 grid.
+    "report-2025": {"dims": "10,20,37,53,67", "offsets": "2,4,6,8,10", "grid_offset": 2.0, "magnitude_dim": 10,
+                    "figures": "grid,magnitude,offsets", "samples": 8},
+    # 作业三 (June 2023) §四, on the small MLP GAN: torch.randn(8, 100), then the 2nd, 71st and 100th numbers
+    # (indices 1, 70, 99) set to values; rows top to bottom as the report lists them (原图, the original: base).
+    "report-2023": {"dims": "1,70,99", "set_values": ("1=base,0,10,100", "70=-10,base,10,100", "99=10,base,-10,-50"),
+                    "figures": "set", "samples": 8},
+}
 
 
 @dataclass
 class LatentStudyConfig:
-    """Every setting of one latent study; the defaults reproduce the first report's study."""
+    """Every setting of one latent study; the defaults are the first report's dims and offsets, all figures."""
 
-    dims: str = option("10,20,37,53,67", "the 5 latent dims to study (0-based)")
+    preset: str | None = option(None, f"one report's study exactly, {' or '.join(PRESETS)} (flags given beside it "
+                                "override it)", choices=list(PRESETS), metavar="REPORT")
+    dims: str = option("10,20,37,53,67", "the latent dims to study (0-based: a report's Nth number is N-1)")
     offsets: str = option("2,4,6,8,10", "offset magnitudes; each is applied as −a and +a")
-    values: str = option("0,10,100", "values a dim is set to, the second report's experiment (negatives: --values=-10,10)")
-    grid_offset: float = option(4.0, "the offset of the 15×8 grid, the dimension comparison and the all-dims sweep")
+    values: str = option("0,10,100", "values each of --dims is set to when no --set is given "
+                         "(negatives: --values=-10,10)")
+    set_values: tuple[str, ...] = option((), "DIM=V1,V2,…: set z[DIM] to each value, a row each; `base` places the "
+                                         "unchanged row (else first); once per dim, e.g. --set 70=-10,base,10,100",
+                                         flag="--set", metavar="DIM=VALUES")
+    grid_offset: float = option(4.0, "offset of the 15×8 grid (dims × −a, 0, +a) and of the all-dims sweep")
+    dimension_offset: float | None = option(None, "offset of the dimension comparison (default: the smallest of "
+                                            "--offsets, the first report's ±2)")
     magnitude_dim: int | None = option(None, "the dim of the magnitude comparison (default: the first of --dims)")
+    figures: str = option("grid,magnitude,dimension,set", f"image figures to draw, of {','.join(FIGURES)} "
+                          "(offsets: one figure per dim × offset)")
     z_seed: int = option(0, "seed of the display latents")
     z_file: str | None = option(None, ".npy file of display latents [N, latent_dim], instead of --z-seed (default: none)")
     samples: int = option(8, "display images per row")
@@ -43,6 +68,15 @@ class LatentStudyConfig:
     stats_seed: int = option(1, "seed of the statistics latents, the random directions and GANSpace's PCA")
     random_directions: int = option(20, "random unit directions: the control every dim is compared with")
     factor_directions: int = option(5, "SeFa and GANSpace directions to measure (each)")
+    claims: bool = option(True, "also put the reports' claims to the test on this generator (summary.md, claims.csv)")
+
+    @classmethod
+    def from_flags(cls, given: dict) -> "LatentStudyConfig":
+        """A preset's values first, then every flag given beside it."""
+        preset = given.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise GanlabError(f"unknown --preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS.get(preset, {}), **given})
 
     def parsed(self, latent_dim: int) -> "ParsedStudy":
         """Lists parsed and every setting checked against this generator, with messages that name the flag."""
@@ -54,6 +88,14 @@ class LatentStudyConfig:
         check_dims([magnitude_dim], latent_dim)
         if any(offset <= 0 for offset in offsets):
             raise GanlabError(f"--offsets are magnitudes and must be positive, got {self.offsets}")
+        dimension_offset = min(offsets) if self.dimension_offset is None else self.dimension_offset
+        for name, offset in (("grid-offset", self.grid_offset), ("dimension-offset", dimension_offset)):
+            if not offset > 0 or not np.isfinite(offset):
+                raise GanlabError(f"--{name} is a magnitude and must be positive, got {offset}")
+        figures = _choices(self.figures, "--figures", FIGURES)
+        # Set values are measured where --set names them or the set-value figure shows them (not in report-2025).
+        set_blocks = (parse_set_values(self.set_values, latent_dim) if self.set_values
+                      else [SetBlock(dim, [None, *values]) for dim in dims] if "set" in figures else [])
         for name in ("samples", "stats_samples"):
             if getattr(self, name) < 2:
                 raise GanlabError(f"--{name.replace('_', '-')} must be at least 2, got {getattr(self, name)}")
@@ -64,16 +106,60 @@ class LatentStudyConfig:
             raise GanlabError(f"--factor-directions must be at most the latent size {latent_dim}")
         display = (load_latent_file(Path(self.z_file), latent_dim) if self.z_file
                    else base_latents(self.samples, latent_dim, self.z_seed))
-        return ParsedStudy(dims, offsets, values, magnitude_dim, display)
+        return ParsedStudy(dims, offsets, set_blocks, magnitude_dim, self.grid_offset, dimension_offset, figures,
+                           display)
+
+
+@dataclass
+class SetBlock:
+    """One dim's rows of the set-value figure: a value per row, None for the unchanged (base) row."""
+
+    dim: int
+    rows: list[float | None]
+
+    @property
+    def values(self) -> list[float]:
+        return [value for value in self.rows if value is not None]
 
 
 @dataclass
 class ParsedStudy:
     dims: list[int]
     offsets: list[float]
-    values: list[float]
+    set_blocks: list[SetBlock]
     magnitude_dim: int
+    grid_offset: float
+    dimension_offset: float
+    figures: list[str]
     display_latents: torch.Tensor
+
+    @property
+    def curve_dims(self) -> list[int]:
+        """The dims measured at every offset: the study's, and the magnitude comparison's."""
+        return self.dims + ([self.magnitude_dim] if self.magnitude_dim not in self.dims else [])
+
+
+def parse_set_values(specs: tuple[str, ...], latent_dim: int) -> list[SetBlock]:
+    """`--set 70=-10,base,10,100` → SetBlock(70, [-10, None, 10, 100]); base goes first unless placed."""
+    blocks: list[SetBlock] = []
+    for spec in specs:
+        dim_text, _, values_text = spec.partition("=")
+        try:
+            dim = int(dim_text)
+            rows = [None if part.strip() == "base" else float(part) for part in values_text.split(",") if part.strip()]
+        except ValueError:
+            raise GanlabError(f"--set takes DIM=V1,V2,… (0-based dim; numbers, and `base` for the unchanged row), "
+                              f"got {spec!r}") from None
+        values = [value for value in rows if value is not None]
+        if not values or not all(np.isfinite(values)):
+            raise GanlabError(f"--set {spec!r} needs at least one finite value")
+        if rows.count(None) > 1:
+            raise GanlabError(f"--set {spec!r} places `base` more than once")
+        check_dims([dim], latent_dim)
+        if dim in [block.dim for block in blocks]:
+            raise GanlabError(f"--set names dim {dim} twice; give all its values in one --set")
+        blocks.append(SetBlock(dim, rows if None in rows else [None, *rows]))
+    return blocks
 
 
 def load_latent_file(path: Path, latent_dim: int) -> torch.Tensor:
@@ -90,27 +176,14 @@ def load_latent_file(path: Path, latent_dim: int) -> torch.Tensor:
 
 
 def run_study(config: LatentStudyConfig, generator: nn.Module, classifier: nn.Module, device: torch.device | str,
-              out_dir: Path, source_run_id: str, progress: Callable[[int], None] = lambda _: None) -> dict:
+              out_dir: Path, source_run: claims.SourceRun, progress: Callable[[int], None] = lambda _: None) -> dict:
     """Write every figure, table and the summary of the study to `out_dir`; return the headline numbers."""
     latent_dim = generator.latent_dim
     study = config.parsed(latent_dim)
     generator.eval()
 
     # The reports' figures, from the display batch.
-    display = ImageRows(generator, classifier, study.display_latents, device)
-    _write_rows(out_dir, "base", f"{len(study.display_latents)} images from the custom latent batch",
-                [display.base_row()])
-    _write_rows(out_dir, "perturbation_grid",
-                f"{len(study.dims)} dims × (−{_fmt(config.grid_offset)}, 0, +{_fmt(config.grid_offset)})",
-                [display.offset_row(dim, sign * config.grid_offset) for dim in study.dims for sign in (-1, 0, 1)])
-    _write_rows(out_dir, "magnitude_comparison", f"dim {study.magnitude_dim}, offsets ±{_fmt_list(study.offsets)}",
-                [display.base_row()] + [display.offset_row(study.magnitude_dim, sign * offset)
-                                        for offset in study.offsets for sign in (-1, 1)])
-    _write_rows(out_dir, "dimension_comparison", f"offset ±{_fmt(config.grid_offset)}, dims {study.dims}",
-                [display.base_row()] + [display.offset_row(dim, sign * config.grid_offset)
-                                        for dim in study.dims for sign in (-1, 1)])
-    _write_rows(out_dir, "set_value_comparison", f"dims {study.dims} set to {_fmt_list(study.values)}",
-                [display.base_row()] + [display.set_row(dim, value) for dim in study.dims for value in study.values])
+    draw_figures(study, ImageRows(generator, classifier, study.display_latents, device), out_dir)
 
     # The measured effects, from the statistics batch.
     stats_latents = base_latents(config.stats_samples, latent_dim, config.stats_seed)
@@ -120,210 +193,64 @@ def run_study(config: LatentStudyConfig, generator: nn.Module, classifier: nn.Mo
     factors = (sefa_directions(generator, config.factor_directions)
                + ganspace_directions(generator, latent_dim, config.factor_directions, config.stats_seed,
                                      device=device))
-    planned: list[tuple[Direction | int, str, float]] = []
-    for direction in dims + randoms + factors:  # every direction at ±grid offset
-        planned += [(direction, "offset", sign * config.grid_offset) for sign in (-1, 1)]
-    for direction in [dims[dim] for dim in study.dims] + randoms[:CONTROL_CURVES]:  # curves over every offset
-        planned += [(direction, "offset", sign * offset) for offset in study.offsets for sign in (-1, 1)
-                    if offset != config.grid_offset]
-    planned += [(dim, "set", value) for dim in study.dims for value in study.values]
-
     effects: list[Effect] = []
-    for direction, mode, amount in planned:
-        effects.append(meter.offset(direction, amount) if mode == "offset" else meter.set_value(direction, amount))
+    for effect in meter.effects(_planned_effects(study, dims, randoms, factors)):
+        effects.append(effect)
         progress(1)
 
     _write_effects_csv(out_dir / "effects.csv", effects)
     _write_directions_csv(out_dir / "directions.csv", randoms + factors)
-    findings = EffectTable(effects, study, config.grid_offset)
-    _save(plots.effect_vs_offset(findings.offset_curves(study.dims, CONTROL_CURVES), "mean L2 pixel change",
+    findings = EffectTable(effects, study)
+    _save(plots.effect_vs_offset(findings.offset_curves(study.dims, min(CONTROL_CURVES, len(randoms))),
+                                 "mean L2 pixel change",
                                  f"Pixel change vs |offset| ({config.stats_samples} samples, 95% CI)"),
           out_dir / "effect_vs_offset.png")
     shift_matrix = findings.class_shift_matrix(latent_dim)
     _save(plots.class_shift_heatmap(shift_matrix, data.CLASS_NAMES, study.dims,
-                                    f"Mean change of class probability at +{_fmt(config.grid_offset)} per dim "
+                                    f"Mean change of class probability at +{_fmt(study.grid_offset)} per dim "
                                     f"({FEATURE_SPACE} classifier)"), out_dir / "class_shift_heatmap.png")
     _save(plots.dim_ranking(findings.flip_rates("dim"), study.dims, findings.band("random"),
-                            f"Flip rate at ±{_fmt(config.grid_offset)} of every dim, the study's dims marked"),
+                            f"Flip rate at ±{_fmt(study.grid_offset)} of every dim, the study's dims marked"),
           out_dir / "dim_ranking.png")
-    _save(plots.direction_comparison(findings.family_flip_rates(study.dims),
-                                     f"Single dims vs random, SeFa and GANSpace directions at ±{_fmt(config.grid_offset)}"),
+    _save(plots.direction_comparison(findings.family_flip_rates(study.dims), "Single dims vs random, SeFa and "
+                                     f"GANSpace directions at ±{_fmt(study.grid_offset)}"),
           out_dir / "direction_comparison.png")
 
-    summary = findings.summary(source_run_id, config)
+    summary = findings.summary(source_run.run_id, config)
+    if config.claims:
+        summary += claim_verdicts.study_section(generator, classifier, device, source_run, out_dir,
+                                                claims.ClaimsSettings(config.stats_samples, config.stats_seed,
+                                                                      config.random_directions), progress)
     (out_dir / "summary.md").write_text(summary)
     headline = findings.headline()
     (out_dir / "study.json").write_text(json.dumps({
-        "source_run_id": source_run_id, "config": dataclasses.asdict(config), "feature_space": FEATURE_SPACE,
+        "source_run_id": source_run.run_id, "config": dataclasses.asdict(config), "feature_space": FEATURE_SPACE,
         "display_latents": study.display_latents.tolist(), "headline": headline}, indent=2))
     return headline
 
 
+def _planned_effects(study: "ParsedStudy", dims: list[Direction], randoms: list[Direction],
+                     factors: list[Direction]) -> list[Change]:
+    """Every direction at ±grid offset; the study's dims and a few random controls at every other offset; every
+    set value."""
+    planned: list[Change] = []
+    for direction in dims + randoms + factors:
+        planned += [("offset", direction, sign * study.grid_offset) for sign in (-1, 1)]
+    for direction in [dims[dim] for dim in study.curve_dims] + randoms[:CONTROL_CURVES]:
+        planned += [("offset", direction, sign * offset) for offset in study.offsets for sign in (-1, 1)
+                    if offset != study.grid_offset]
+    planned += [("set", block.dim, value) for block in study.set_blocks for value in block.values]
+    return planned
+
+
 def planned_effect_count(config: LatentStudyConfig, latent_dim: int) -> int:
-    """How many effects `run_study` measures (the progress bar's total)."""
+    """How many effects `run_study` measures (the progress bar's total), claims included."""
     study = config.parsed(latent_dim)
-    other_offsets = sum(1 for offset in study.offsets if offset != config.grid_offset)
-    return (2 * (latent_dim + config.random_directions + 2 * config.factor_directions)
-            + 2 * other_offsets * (len(study.dims) + min(CONTROL_CURVES, config.random_directions))
-            + len(study.dims) * len(study.values))
-
-
-class ImageRows:
-    """Rows of the image figures: the display batch, perturbed, with each image's predicted class."""
-
-    def __init__(self, generator: nn.Module, classifier: nn.Module, latents: torch.Tensor, device):
-        self.generator, self.classifier, self.latents, self.device = generator, classifier, latents, device
-
-    @torch.no_grad()
-    def _row(self, label: str, latents: torch.Tensor, **spec) -> dict:
-        images = self.generator(latents.to(self.device)).float().clamp(-1, 1)
-        predicted = self.classifier(images).argmax(dim=1).cpu().tolist()
-        return {"label": label, **spec, "images": images.cpu(),
-                "predicted_classes": [data.CLASS_NAMES[index] for index in predicted]}
-
-    def base_row(self) -> dict:
-        return self._row("base", self.latents, mode="base")
-
-    def offset_row(self, dim: int, amount: float) -> dict:
-        vector = unit_dim(dim, self.latents.shape[1]).vector
-        return self._row(f"dim {dim}, {_signed(amount)}", offset_latents(self.latents, vector, amount),
-                         mode="offset", dim=dim, amount=amount)
-
-    def set_row(self, dim: int, value: float) -> dict:
-        return self._row(f"dim {dim} = {_fmt(value)}", set_latents(self.latents, dim, value),
-                         mode="set", dim=dim, amount=value)
-
-
-class EffectTable:
-    """The measured effects, indexed for the figures and the plain-language summary."""
-
-    def __init__(self, effects: list[Effect], study: ParsedStudy, grid_offset: float):
-        self.effects, self.study, self.grid_offset = effects, study, grid_offset
-
-    def find(self, family: str, index: int, amount: float, mode: str = "offset") -> Effect:
-        return next(effect for effect in self.effects if (effect.family, effect.index, effect.mode, effect.amount)
-                    == (family, index, mode, float(amount)))
-
-    def at_grid_offset(self, family: str) -> dict[int, tuple[Effect, Effect]]:
-        """(−, +) effects at the grid offset of every direction of a family."""
-        indices = sorted({effect.index for effect in self.effects if effect.family == family})
-        return {index: (self.find(family, index, -self.grid_offset), self.find(family, index, self.grid_offset))
-                for index in indices}
-
-    def flip_rates(self, family: str) -> np.ndarray:
-        """Mean of the − and + flip rates at the grid offset, per direction of the family."""
-        return np.array([(minus.flip_rate + plus.flip_rate) / 2
-                         for minus, plus in self.at_grid_offset(family).values()])
-
-    def band(self, family: str) -> tuple[float, float]:
-        """The 5–95% range of a family's flip rates."""
-        rates = self.flip_rates(family)
-        return float(np.percentile(rates, 5)), float(np.percentile(rates, 95))
-
-    def offset_curves(self, dims: list[int], control_count: int) -> dict[str, list[tuple[float, float, float]]]:
-        """(|offset|, mean L2, CI) per curve; − and + averaged."""
-        curves = {}
-        for family, index in [("dim", dim) for dim in dims] + [("random", i) for i in range(control_count)]:
-            points = []
-            for offset in self.study.offsets:
-                minus, plus = self.find(family, index, -offset), self.find(family, index, offset)
-                points.append((offset, (minus.l2_mean + plus.l2_mean) / 2, max(minus.l2_ci, plus.l2_ci)))
-            curves[f"{family} {index}"] = points
-        return curves
-
-    def class_shift_matrix(self, latent_dim: int) -> np.ndarray:
-        return np.array([self.find("dim", dim, self.grid_offset).class_shift for dim in range(latent_dim)])
-
-    def family_flip_rates(self, dims: list[int]) -> dict[str, list[tuple[str, float, float, float]]]:
-        """Per family: (label, flip rate, low, high) at +grid offset; single dims restricted to the study's."""
-        groups: dict[str, list[tuple[str, float, float, float]]] = {}
-        for family in ("dim", "random", "sefa", "ganspace"):
-            for index, (_, plus) in self.at_grid_offset(family).items():
-                if family == "dim" and index not in dims:
-                    continue
-                groups.setdefault(family, []).append((f"{family} {index}", plus.flip_rate, plus.flip_low,
-                                                      plus.flip_high))
-        return groups
-
-    def headline(self) -> dict[str, float]:
-        """A few numbers worth a metric in MLflow."""
-        return {"latent.median_dim_flip_rate": float(np.median(self.flip_rates("dim"))),
-                "latent.median_random_flip_rate": float(np.median(self.flip_rates("random"))),
-                "latent.median_sefa_flip_rate": float(np.median(self.flip_rates("sefa"))),
-                "latent.median_ganspace_flip_rate": float(np.median(self.flip_rates("ganspace"))),
-                "latent.max_dim_flip_rate": float(np.max(self.flip_rates("dim")))}
-
-    def summary(self, source_run_id: str, config: LatentStudyConfig) -> str:
-        """Plain-language findings, every sentence computed from the table."""
-        offset = self.grid_offset
-        lines = [f"# Latent study of run {source_run_id}", "",
-                 f"Every number: {config.stats_samples} latent vectors z ~ N(0, I) (seed {config.stats_seed}), "
-                 f"mean ± 95% CI half-width (flip rates: Wilson interval); classes as predicted by ganlab's "
-                 f"{FEATURE_SPACE} classifier, not by a person. Pixel change is in [-1, 1] units over 784 pixels.", "",
-                 "## Findings", ""]
-        dim_effects = self.at_grid_offset("dim")
-        dim_rates = self.flip_rates("dim")
-        random_low, random_high = self.band("random")
-        order = np.argsort(-dim_rates)
-        ranks = {int(dim_index): rank + 1 for rank, dim_index in enumerate(list(dim_effects)[i] for i in order)}
-        for dim_index in [list(dim_effects)[i] for i in order[:3]]:
-            for effect in dim_effects[dim_index]:
-                lines.append(f"- {_move_sentence(effect)}.")
-        study_rates = {dim: (dim_effects[dim][0].flip_rate + dim_effects[dim][1].flip_rate) / 2
-                       for dim in self.study.dims}
-        inside = [dim for dim, rate in study_rates.items() if random_low <= rate <= random_high]
-        lines.append(
-            f"- The study's dims {self.study.dims} rank "
-            + ", ".join(f"{ranks[dim]}" for dim in self.study.dims)
-            + f" of {len(dim_rates)} dims by flip rate at ±{_fmt(offset)}; "
-            + (f"all of them lie inside the 5–95% band of random unit directions ({random_low:.0%}–{random_high:.0%}): "
-               "they are not special." if len(inside) == len(study_rates) else
-               f"{len(study_rates) - len(inside)} lie outside the 5–95% band of random unit directions "
-               f"({random_low:.0%}–{random_high:.0%}): "
-               + ", ".join(f"dim {dim} ({rate:.0%})" for dim, rate in study_rates.items() if dim not in inside) + "."))
-        lines.append(f"- Median flip rate at ±{_fmt(offset)}: single dims {np.median(dim_rates):.0%}, random unit "
-                     f"directions {np.median(self.flip_rates('random')):.0%}, SeFa "
-                     f"{np.median(self.flip_rates('sefa')):.0%}, GANSpace {np.median(self.flip_rates('ganspace')):.0%}.")
-        for family, name in (("sefa", "SeFa"), ("ganspace", "GANSpace")):
-            best_index, (minus, plus) = max(self.at_grid_offset(family).items(),
-                                            key=lambda item: item[1][0].flip_rate + item[1][1].flip_rate)
-            lines.append(f"- Strongest {name} direction ({family} {best_index}): {_move_sentence(plus)}; "
-                         f"{_move_sentence(minus)}.")
-        lines.append(f"- Magnitude on dim {self.study.magnitude_dim}: " + "; ".join(
-            f"±{_fmt(o)} → L2 {self._pair_mean(self.study.magnitude_dim, o, 'l2_mean'):.2f}, "
-            f"flips {self._pair_mean(self.study.magnitude_dim, o, 'flip_rate'):.0%}" for o in self.study.offsets) + ".")
-        for dim in self.study.dims:
-            value = max(self.study.values, key=abs)
-            effect = self.find("dim", dim, value, mode="set")
-            lines.append(f"- Setting dim {dim} to {_fmt(value)} ({abs(value):g}σ from the prior's mean) flips "
-                         f"{effect.flip_rate:.0%} ({effect.flip_low:.0%}–{effect.flip_high:.0%}) of samples, "
-                         f"mean L2 change {effect.l2_mean:.2f} ± {effect.l2_ci:.2f}.")
-        lines += ["", "## Files", "",
-                  "base.png, perturbation_grid.png, magnitude_comparison.png, dimension_comparison.png, "
-                  "set_value_comparison.png (each with a .json of its rows and predicted classes); effects.csv "
-                  "(every measured perturbation); directions.csv (random, SeFa, GANSpace vectors); "
-                  "effect_vs_offset.png, class_shift_heatmap.png, dim_ranking.png, direction_comparison.png.", ""]
-        return "\n".join(lines)
-
-    def _pair_mean(self, dim: int, offset: float, field: str) -> float:
-        return (getattr(self.find("dim", dim, -offset), field) + getattr(self.find("dim", dim, offset), field)) / 2
-
-
-def _move_sentence(effect: Effect) -> str:
-    """'+4 on dim 37 raises P(Trouser) by 23% ± 3% and changes the predicted class of 31% (28–35%) of samples'."""
-    top_class = int(np.argmax(effect.class_shift))
-    subject = f"{_signed(effect.amount)} on {effect.family} {effect.index}"
-    return (f"{subject} raises P({data.CLASS_NAMES[top_class]}) by {effect.class_shift[top_class]:.0%} ± "
-            f"{effect.class_shift_ci[top_class]:.0%} and changes the predicted class of {effect.flip_rate:.0%} "
-            f"({effect.flip_low:.0%}–{effect.flip_high:.0%}) of samples")
-
-
-def _write_rows(out_dir: Path, name: str, title: str, rows: list[dict]) -> None:
-    """One image figure (`name`.png) and the numbers behind it (`name`.json: labels, latent changes, classes)."""
-    strips = [(row["label"], image_grid(row["images"], images_per_row=len(row["images"]))) for row in rows]
-    _save(plots.labelled_image_rows(strips, title), out_dir / f"{name}.png")
-    described = [{key: value for key, value in row.items() if key != "images"} for row in rows]
-    (out_dir / f"{name}.json").write_text(json.dumps({"title": title, "rows": described}, indent=2))
+    other_offsets = sum(1 for offset in study.offsets if offset != study.grid_offset)
+    count = (2 * (latent_dim + config.random_directions + 2 * config.factor_directions)
+             + 2 * other_offsets * (len(study.curve_dims) + min(CONTROL_CURVES, config.random_directions))
+             + sum(len(block.values) for block in study.set_blocks))
+    return count + (claims.planned_count(latent_dim, config.random_directions) if config.claims else 0)
 
 
 def _write_effects_csv(path: Path, effects: list[Effect]) -> None:
@@ -370,9 +297,10 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _fmt_list(values: list[float]) -> str:
-    return ", ".join(_fmt(value) for value in values)
 
-
-def _signed(value: float) -> str:
-    return f"+{value:g}" if value > 0 else ("0" if value == 0 else f"−{abs(value):g}")
+def _choices(text: str, flag: str, allowed: tuple[str, ...]) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in allowed]
+    if unknown:
+        raise GanlabError(f"{flag} takes a comma-separated subset of {','.join(allowed)}, got {', '.join(unknown)}")
+    return chosen

@@ -31,8 +31,29 @@ def training_curves(steps: np.ndarray, series: dict[str, np.ndarray], steps_per_
     """Per-step curves: raw values faint, a moving average bold, epochs marked on a top axis."""
     figure = Figure(figsize=(9, 4.5), layout="constrained")
     axes = figure.add_subplot()
+    _draw_curves(axes, steps, series, ("tab:blue", "tab:orange", "tab:green", "tab:red"), steps_per_epoch)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    return figure
+
+
+def separate_loss_curves(steps: np.ndarray, loss_d: np.ndarray, loss_g: np.ndarray, steps_per_epoch: int) -> Figure:
+    """The D and G losses in panels of their own, D first, as the second report draws them: on one shared axis a
+    small D loss is flattened by the G loss's scale. Colours match the combined plot's."""
+    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    for index, (name, values, color) in enumerate((("D loss", loss_d, "tab:orange"), ("G loss", loss_g, "tab:blue"))):
+        axes = figure.add_subplot(1, 2, index + 1)
+        _draw_curves(axes, steps, {name: values}, (color,), steps_per_epoch)
+        axes.set_ylabel("BCE loss")
+        axes.set_title(f"{'Discriminator' if name == 'D loss' else 'Generator'} loss")
+    figure.suptitle("Discriminator and generator losses, apart")
+    return figure
+
+
+def _draw_curves(axes, steps: np.ndarray, series: dict[str, np.ndarray], colors: tuple[str, ...],
+                 steps_per_epoch: int) -> None:
     window = max(1, min(200, len(steps) // 50))
-    for (name, values), color in zip(series.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+    for (name, values), color in zip(series.items(), colors):
         axes.plot(steps, values, color=color, alpha=0.2, linewidth=0.6)
         axes.plot(steps, moving_average(values, window), color=color, linewidth=1.8,
                   label=f"{name} (moving average of {window})")
@@ -45,11 +66,8 @@ def training_curves(steps: np.ndarray, series: dict[str, np.ndarray], steps_per_
             "top", functions=(lambda step: step / steps_per_epoch, lambda epoch: epoch * steps_per_epoch))
         epoch_axis.set_xlabel("epoch")
     axes.set_xlabel("step")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
-    return figure
 
 
 def class_histogram_figure(class_shares: list[float], class_names: tuple[str, ...], title: str) -> Figure:
@@ -215,4 +233,22 @@ def arm_curves(curves_by_arm: dict[str, list[list[float]]], ylabel: str, title: 
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
+    return figure
+
+
+def index_consistency(groups: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> Figure:
+    """Per architecture: how strongly the same latent index's effects correlate between generators (one value per
+    index) against unrelated indices (the chance distribution), with the threshold an index must pass."""
+    figure = Figure(figsize=(5.5 * len(groups), 4.2), layout="constrained")
+    for index, (arch, (same_index, null, threshold)) in enumerate(groups.items()):
+        axes = figure.add_subplot(1, len(groups), index + 1)
+        bins = np.linspace(-1, 1, 41)
+        axes.hist(null, bins=bins, density=True, color="lightgrey", label="unrelated indices (chance)")
+        axes.hist(same_index, bins=bins, density=True, color="tab:blue", alpha=0.6, label="same index")
+        axes.axvline(threshold, color="tab:red", linestyle="--", label=f"chance threshold r = {threshold:+.2f}")
+        axes.set_xlabel("mean correlation of class shifts between generators")
+        axes.set_ylabel("density")
+        axes.set_title(arch)
+        axes.legend(loc="upper left", fontsize="small")
+    figure.suptitle(title)
     return figure

@@ -31,10 +31,12 @@ LATENT_FIGURES = (  # (artifact, what the report asked for)
     ("magnitude_comparison.png", "One dim, growing offsets"),
     ("dimension_comparison.png", "One offset, different dims"),
     ("set_value_comparison.png", "Setting single numbers to fixed values (the second report's experiment)"),
+    ("effect_vs_offset.png", "Pixel change against the offset, the study's dims and random directions"),
     ("dim_ranking.png", "Every dim's effect, against random directions"),
     ("direction_comparison.png", "Single dims vs random, SeFa and GANSpace directions"),
 )
 TUNING_FIGURES = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
+COMMITTED_CLAIMS = Path(__file__).resolve().parent.parent / "results" / "latent-claims"  # when no run holds them
 
 
 @dataclass
@@ -46,6 +48,7 @@ class LabRuns:
     latent: Run | None = None  # latest finished latent study of one of the runs above, an MLP's first
     study: Run | None = None  # the cnn study the tuned run came from, else the latest finished cnn study
     pruner_replay: Run | None = None  # latest finished replay of a study's curves through the pruners
+    claims: Run | None = None  # latest finished test of the reports' claims across generators
     benchmarks: list[Run] = field(default_factory=list)
 
     @property
@@ -76,6 +79,8 @@ def find_lab_runs(client: MlflowClient, experiment: str, benchmark_experiment: s
                 lab.by_arch[arch] = run
         elif kind == "pruner-replay":
             lab.pruner_replay = lab.pruner_replay or run
+        elif kind == "latent-claims":
+            lab.claims = lab.claims or run
     cnn_studies = [run for run in finished if run.data.tags.get("ganlab.kind") == "tune"
                    and run.data.tags.get("ganlab.arch") == "cnn"]
     tuned_from = lab.tuned.data.tags["ganlab.tuned_from"] if lab.tuned else None
@@ -164,6 +169,7 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
     _training_section(report, lab)
     _samples_section(report, lab)
     _latent_section(report, lab)
+    _claims_section(report, lab)
     _comparison_section(report, lab)
     _tuning_section(report, lab)
     _speed_section(report, lab)
@@ -172,7 +178,7 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
 
 
 def _models_section(report: HtmlReport, lab: LabRuns) -> None:
-    report.heading("1. The models: print(G) and print(D)")
+    report.heading("1. The models: print(D) and print(G)")
     for arch, run in lab.by_arch.items():
         summary = tracking.artifact_bytes(report.client, run.info.run_id, "model/summary.txt")
         if summary:
@@ -180,11 +186,12 @@ def _models_section(report: HtmlReport, lab: LabRuns) -> None:
 
 
 def _training_section(report: HtmlReport, lab: LabRuns) -> None:
-    report.heading("2. Training: G and D losses, D(x) and D(G(z)) per step")
+    report.heading("2. Training: D and G losses, D(x) and D(G(z)) per step")
     for run in lab.training:
         report.heading(run.info.run_name, 3)
         report.row(lambda run=run: (report.artifact_image(run, "plots/losses.png", "Losses"),
                                     report.artifact_image(run, "plots/d_outputs.png", "D outputs")))
+        report.artifact_image(run, "plots/losses_d_g.png", "D and G losses apart, as the second report draws them")
 
 
 def _samples_section(report: HtmlReport, lab: LabRuns) -> None:
@@ -219,6 +226,31 @@ def _latent_section(report: HtmlReport, lab: LabRuns) -> None:
     if summary:
         report.markdown(summary.decode())
         report.note(f"Findings from summary.md of run {run_label(lab.latent)}.")
+
+
+def _claims_section(report: HtmlReport, lab: LabRuns) -> None:
+    """The reports' claims with their verdicts across generators: from the newest claims run, else from the results
+    committed under results/latent-claims/."""
+    report.heading("The reports' claims, measured across generators", 3)
+    if lab.claims is not None:
+        claims_md = tracking.artifact_bytes(report.client, lab.claims.info.run_id, "claims.md")
+        if claims_md:
+            report.markdown(claims_md.decode("utf-8"))
+            report.artifact_image(lab.claims, "consistency.png", "Does a latent index mean the same across generators?")
+            report.note(f"Verdicts from claims.md of run {run_label(lab.claims)}.")
+            return
+    committed = COMMITTED_CLAIMS / "claims.md"
+    if committed.is_file():
+        report.markdown(committed.read_text(encoding="utf-8"))
+        consistency = COMMITTED_CLAIMS / "consistency.png"
+        if consistency.is_file():
+            report.png(consistency.read_bytes(), "Does a latent index mean the same across generators? "
+                                                 "(results/latent-claims/consistency.png)")
+        report.note("No claims run in this store: these are the committed results in results/latent-claims/ "
+                    "(README.md there has the commands). Yours: python analysis/claims.py --run-id A --run-id B "
+                    "--run-id C")
+        return
+    report.note("No claims run yet: python analysis/claims.py --run-id A --run-id B --run-id C")
 
 
 def _comparison_section(report: HtmlReport, lab: LabRuns) -> None:
@@ -289,7 +321,8 @@ def _literature_section(report: HtmlReport, results_dir: Path = INCEPTION_RESULT
 def _runs_used(lab: LabRuns) -> str:
     lines = ["| role | run | id |", "|---|---|---|"]
     roles = [*((arch, run) for arch, run in lab.by_arch.items()), ("tuned cnn", lab.tuned),
-             ("latent study", lab.latent), ("tuning study", lab.study), ("pruner replay", lab.pruner_replay)]
+             ("latent study", lab.latent), ("claims", lab.claims), ("tuning study", lab.study),
+             ("pruner replay", lab.pruner_replay)]
     for role, run in roles:
         if run is not None:
             lines.append(f"| {role} | {run.info.run_name} | {run.info.run_id} |")

@@ -17,7 +17,7 @@ from torch import nn
 import ganlab
 from ganlab import tracking
 from ganlab.models import IMAGE_SHAPE
-from ganlab.plots import training_curves
+from ganlab.plots import separate_loss_curves, training_curves
 
 MODEL_FORMAT = "ganlab-generator-v1"
 
@@ -40,7 +40,8 @@ def log_final_model(run_logger: tracking.RunLogger, config, generator: nn.Module
 
 
 def log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: str, steps_per_epoch: int) -> None:
-    """plots/losses.png and plots/d_outputs.png from the whole history in the store (resumes included)."""
+    """plots/losses.png, losses_d_g.png (the D and G losses apart, as the second report draws them) and
+    d_outputs.png from the whole history in the store (resumes included)."""
     history = {}
     for name in tracking.STEP_METRIC_NAMES:
         by_step = {metric.step: metric.value for metric in client.get_metric_history(run_id, name)}
@@ -49,6 +50,8 @@ def log_curves(run_logger: tracking.RunLogger, client: MlflowClient, run_id: str
     run_logger.log_figure(training_curves(steps, {"G loss": history["loss_g"], "D loss": history["loss_d"]},
                                           steps_per_epoch, "Generator and discriminator losses", "BCE loss"),
                           "plots/losses.png")
+    run_logger.log_figure(separate_loss_curves(steps, history["loss_d"], history["loss_g"], steps_per_epoch),
+                          "plots/losses_d_g.png")
     run_logger.log_figure(training_curves(steps, {"D(x)": history["d_real"], "D(G(z))": history["d_fake"]},
                                           steps_per_epoch, "Discriminator outputs", "mean D output"),
                           "plots/d_outputs.png")

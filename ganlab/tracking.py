@@ -191,16 +191,17 @@ def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int,
 
 
 def start_derived_run(client: MlflowClient, source_run, kind: str, script: str, params: dict[str, object],
-                      experiment: str | None = None) -> tuple[str, str]:
+                      experiment: str | None = None, run_name: str | None = None,
+                      tags: dict[str, str] | None = None) -> tuple[str, str]:
     """A new run that analyses `source_run` (same experiment unless named), named KIND-SOURCE (e.g.
-    latent-analysis-mlp-s0) and tagged `ganlab.kind` and `ganlab.source_run_id`, so the UI can filter analyses
-    and trace them back. Returns (run id, experiment id)."""
+    latent-analysis-mlp-s0) unless named, and tagged `ganlab.kind` and `ganlab.source_run_id` (plus `tags`), so the
+    UI can filter analyses and trace them back. Returns (run id, experiment id)."""
     experiment_id = (get_or_create_experiment(client, experiment) if experiment
                      else source_run.info.experiment_id)
     with store_errors("creating the analysis run"):
-        run = client.create_run(experiment_id, run_name=f"{kind}-{source_run.info.run_name}", tags={
+        run = client.create_run(experiment_id, run_name=run_name or f"{kind}-{source_run.info.run_name}", tags={
             "ganlab.kind": kind, "ganlab.source_run_id": source_run.info.run_id,
-            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": script})
+            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": script, **(tags or {})})
         client.log_batch(run.info.run_id, params=[mlflow_param(name, value) for name, value in params.items()])
     return run.info.run_id, experiment_id
 

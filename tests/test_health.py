@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 from mlflow import MlflowClient
 
 from ganlab import checkpoint, health

@@ -10,9 +10,20 @@ import torch
 from ganlab.models import ARCHITECTURES, build_models, count_parameters
 from ganlab.errors import GanlabError
 
-# Transcribed from ../shared/seeds: report 1 §5.1 (mlp) and §5.3 (cnn), report 2 §二 (mlp-small).
+# Transcribed from ../shared/seeds: report 1 §5.1 (mlp), §5.3 (cnn); report 2 §二 (mlp-small). Both print D first.
 REPORT_PRINTOUTS = {
     "mlp": """
+Discriminator(
+  (model): Sequential(
+    (0): Flatten(start_dim=1, end_dim=-1)
+    (1): Linear(in_features=784, out_features=512, bias=True)
+    (2): LeakyReLU(negative_slope=0.2, inplace=True)
+    (3): Linear(in_features=512, out_features=256, bias=True)
+    (4): LeakyReLU(negative_slope=0.2, inplace=True)
+    (5): Linear(in_features=256, out_features=1, bias=True)
+    (6): Sigmoid()
+  )
+)
 Generator(
   (model): Sequential(
     (0): Linear(in_features=100, out_features=256, bias=True)
@@ -24,30 +35,33 @@ Generator(
     (6): Linear(in_features=512, out_features=784, bias=True)
     (7): Tanh()
   )
-)
-Discriminator(
-  (model): Sequential(
-    (0): Flatten(start_dim=1, end_dim=-1)
-    (1): Linear(in_features=784, out_features=512, bias=True)
-    (2): LeakyReLU(negative_slope=0.2, inplace=True)
-    (3): Linear(in_features=512, out_features=256, bias=True)
-    (4): LeakyReLU(negative_slope=0.2, inplace=True)
-    (5): Linear(in_features=256, out_features=1, bias=True)
-    (6): Sigmoid()
-  )
 )""",
     "mlp-small": """
-Generator(
-  (fc1): Linear(in_features=100, out_features=128, bias=True)
-  (nonlin1): LeakyReLU(negative_slope=0.2)
-  (fc2): Linear(in_features=128, out_features=784, bias=True)
-)
 Discriminator(
   (fc1): Linear(in_features=784, out_features=128, bias=True)
   (nonlin1): LeakyReLU(negative_slope=0.2)
   (fc2): Linear(in_features=128, out_features=1, bias=True)
+)
+Generator(
+  (fc1): Linear(in_features=100, out_features=128, bias=True)
+  (nonlin1): LeakyReLU(negative_slope=0.2)
+  (fc2): Linear(in_features=128, out_features=784, bias=True)
 )""",
     "cnn": """
+Discriminator(
+  (model): Sequential(
+    (0): Conv2d(1, 64, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
+    (1): LeakyReLU(negative_slope=0.2, inplace=True)
+    (2): Conv2d(64, 128, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
+    (3): BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (4): LeakyReLU(negative_slope=0.2, inplace=True)
+    (5): Conv2d(128, 256, kernel_size=(4, 4), stride=(1, 1))
+    (6): BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    (7): LeakyReLU(negative_slope=0.2, inplace=True)
+    (8): Conv2d(256, 1, kernel_size=(4, 4), stride=(1, 1))
+    (9): Sigmoid()
+  )
+)
 Generator(
   (linear): Sequential(
     (0): Linear(in_features=100, out_features=6272, bias=True)
@@ -65,20 +79,6 @@ Generator(
     (9): Conv2d(64, 1, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
     (10): Tanh()
   )
-)
-Discriminator(
-  (model): Sequential(
-    (0): Conv2d(1, 64, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
-    (1): LeakyReLU(negative_slope=0.2, inplace=True)
-    (2): Conv2d(64, 128, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1))
-    (3): BatchNorm2d(128, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
-    (4): LeakyReLU(negative_slope=0.2, inplace=True)
-    (5): Conv2d(128, 256, kernel_size=(4, 4), stride=(1, 1))
-    (6): BatchNorm2d(256, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
-    (7): LeakyReLU(negative_slope=0.2, inplace=True)
-    (8): Conv2d(256, 1, kernel_size=(4, 4), stride=(1, 1))
-    (9): Sigmoid()
-  )
 )""",
 }
 
@@ -93,7 +93,7 @@ def normalised(printout: str) -> str:
 @pytest.mark.parametrize("arch", sorted(REPORT_PRINTOUTS))
 def test_printout_matches_the_report(arch):
     generator, discriminator = build_models(arch)
-    assert normalised(f"{generator}\n{discriminator}") == normalised(REPORT_PRINTOUTS[arch])
+    assert normalised(f"{discriminator}\n{generator}") == normalised(REPORT_PRINTOUTS[arch])
 
 
 def test_every_registered_architecture_has_a_report_printout():
@@ -129,6 +129,6 @@ def test_print_models_flag_prints_the_report_structure(arch, repo_root):
     result = subprocess.run([sys.executable, "experiments/train.py", "--arch", arch, "--print-models"],
                             cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    body, counts = result.stdout.split("generator parameters:")
+    body, counts = result.stdout.split("discriminator parameters:")
     assert normalised(body) == normalised(REPORT_PRINTOUTS[arch])
-    assert "discriminator parameters:" in counts
+    assert "generator parameters:" in counts

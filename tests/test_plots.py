@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ganlab.plots import image_grid, moving_average, training_curves
+from ganlab.plots import image_grid, moving_average, separate_loss_curves, training_curves
 
 
 def test_moving_average_is_a_trailing_mean_over_the_window():
@@ -21,6 +21,17 @@ def test_training_curves_draw_raw_and_smoothed_lines_with_an_epoch_axis():
     assert sorted(line.get_alpha() or 1.0 for line in data_lines) == [0.2, 0.2, 1.0, 1.0]
     assert any(child.get_xlabel() == "epoch" for child in axes.child_axes)
     assert [text.get_text() for text in axes.get_legend().get_texts()][0].startswith("G loss")
+
+
+def test_separate_loss_curves_put_d_first_each_on_its_own_scale():
+    steps = np.arange(1, 201)
+    loss_d, loss_g = np.linspace(0.01, 0.02, 200), np.linspace(2, 6, 200)
+    figure = separate_loss_curves(steps, loss_d, loss_g, steps_per_epoch=100)
+    d_axes, g_axes = [axes for axes in figure.axes if axes.get_title()]
+    assert (d_axes.get_title(), g_axes.get_title()) == ("Discriminator loss", "Generator loss")
+    # Each panel's y range is its own curve's, so D's 0.01-0.02 is not flattened by G's 2-6.
+    assert d_axes.get_ylim()[1] < 0.1 and g_axes.get_ylim()[0] > 1
+    assert np.allclose(d_axes.lines[0].get_ydata(), loss_d) and np.allclose(g_axes.lines[0].get_ydata(), loss_g)
 
 
 def test_image_grid_maps_minus_one_to_black_and_one_to_white():

@@ -1,6 +1,7 @@
 """analysis/compare_runs.py and analysis/report.py on real tiny runs; the report opened in headless Chromium."""
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -109,9 +110,12 @@ def test_report_opens_in_chromium_with_every_image_decoded(repo_root, lab_store,
     page = report_path.read_text()
     assert "http://" not in page.replace("http://127.0.0.1:5000", "") and "src=\"file:" not in page  # self-contained
     assert "BatchNorm1d(256, eps=0.8" in page and "fmnist-cnn-v1" in page
-    for heading in ("1. The models", "2. Training", "3. Samples", "4. Eight images", "5. The latent study",
+    for heading in ("1. The models: print(D) and print(G)", "2. Training", "3. Samples", "4. Eight images",
+                    "5. The latent study", "The reports&#x27; claims, measured across generators",
                     "6. MLP vs CNN vs tuned CNN"):
         assert heading in page, heading
+    assert page.index("Discriminator(") < page.index("Generator(")  # print(D) first, as the reports
+    assert "D and G losses apart" in page
     # Every figure names the run it came from.
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page, flags=re.S)
     assert len(captions) >= 15
@@ -216,3 +220,45 @@ def test_the_report_shows_the_committed_inception_table_or_says_how_to_make_it(t
     page = "".join(shown.parts)
     assert "<td>Lucic et al. 2018: WGAN</td><td>21.5</td>" in page and "Title the report replaces" not in page
     assert "results/inception-fid/table.md" in page
+
+
+def test_the_report_shows_the_claims_of_the_newest_claims_run_else_the_committed_results(tmp_path, monkeypatch):
+    from ganlab import report as report_module
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("fashion-mnist-gan")
+
+    def claims_section() -> str:
+        report = report_module.HtmlReport(client)
+        report_module._claims_section(report, report_module.find_lab_runs(client, "fashion-mnist-gan", required=False))
+        return "".join(report.parts)
+
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    monkeypatch.setattr(report_module, "COMMITTED_CLAIMS", committed)
+    assert "python analysis/claims.py --run-id A" in claims_section()  # nothing anywhere: the command
+    (committed / "claims.md").write_text("| claim | verdict |\n|---|---|\n| 2nd-number-long-sleeves | **depends** |\n")
+    page = claims_section()
+    assert "<td>2nd-number-long-sleeves</td>" in page and "committed results in results/latent-claims/" in page
+
+    run_id = client.create_run(experiment_id, run_name="latent-claims-3-generators",
+                               tags={"ganlab.kind": "latent-claims"}).info.run_id
+    client.log_text(run_id, "| claim | verdict |\n|---|---|\n| 71st-number-t-shirts | **does not hold** |\n",
+                    "claims.md")
+    client.set_terminated(run_id, "FINISHED")
+    page = claims_section()
+    assert "<td>71st-number-t-shirts</td>" in page and "2nd-number-long-sleeves" not in page
+    assert f"claims.md of run latent-claims-3-generators ({run_id[:8]})" in page
+
+
+def test_the_committed_claims_results_give_every_claim_a_verdict():
+    from ganlab.claim_verdicts import DEPENDS, DOES_NOT_HOLD, HOLDS
+    from ganlab.claims import CLAIMS
+    from ganlab.report import COMMITTED_CLAIMS
+
+    verdicts = json.loads((COMMITTED_CLAIMS / "verdicts.json").read_text(encoding="utf-8"))
+    assert [entry["claim"] for entry in verdicts] == [claim.key for claim in CLAIMS]
+    assert all(entry["verdict"] in (HOLDS, DOES_NOT_HOLD, DEPENDS) and len(entry["judged_on"]) >= 3
+               for entry in verdicts)
+    claims_md = (COMMITTED_CLAIMS / "claims.md").read_text(encoding="utf-8")
+    assert all(claim.original in claims_md for claim in CLAIMS)

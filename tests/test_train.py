@@ -80,11 +80,13 @@ def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir,
     assert {"plots/class_histogram.png", "eval/final.json"} <= artifacts
     assert {"model/summary.txt", "model/generator.safetensors", "model/discriminator.safetensors",
             "model/config.json", "samples/epoch_001.png", "samples/epoch_002.png", "plots/losses.png",
-            "plots/d_outputs.png", "config/train_config.json", "checkpoint/checkpoint.json"} <= artifacts
+            "plots/losses_d_g.png", "plots/d_outputs.png", "config/train_config.json",
+            "checkpoint/checkpoint.json"} <= artifacts
     step_slider_images = [path for path in artifacts if path.startswith("images/samples+step+")]
     assert {path.split("+")[2] for path in step_slider_images} == {"1", "2"}
     summary = Path(client.download_artifacts(run_id, "model/summary.txt", str(tmp_path / "dl"))).read_text()
     assert "BatchNorm1d(256, eps=0.8" in summary and "generator parameters: 561,168" in summary
+    assert summary.startswith("Discriminator(") and summary.index("Discriminator(") < summary.index("Generator(")
 
     # The summary line says where everything is; the generator loads back with no pickle.
     assert run_id in result.stdout and "workflowType=machine_learning" in result.stdout

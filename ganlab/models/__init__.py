@@ -33,11 +33,11 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def model_summary(generator: nn.Module, discriminator: nn.Module) -> str:
-    """print(G) and print(D) as the reports showed them, with parameter counts."""
+    """print(D) then print(G), the order both reports printed them in, with parameter counts."""
     return (
-        f"{generator}\n{discriminator}\n"
-        f"generator parameters: {count_parameters(generator):,}\n"
+        f"{discriminator}\n{generator}\n"
         f"discriminator parameters: {count_parameters(discriminator):,}\n"
+        f"generator parameters: {count_parameters(generator):,}\n"
     )
 
 

@@ -1,0 +1,99 @@
+"""The two reports' claims about their latent numbers, each given a measured verdict, logged to MLflow.
+
+    python analysis/claims.py --run-id A --run-id B --run-id C               # e.g. three seeds of one arch
+    python analysis/claims.py --run-id A --run-id B --run-id C --out claims/ # also keep the files here
+
+Each claim (quoted in Chinese, translated) is tested on every generator (each trained with its own seed), then
+judged on the generators of the architecture its report studied (mlp for the 2025 report, mlp-small for the 2023
+one): holds on all, on none, or depends on the trained G. It also asks whether any latent index means the same
+thing across generators of one architecture. Classes are predicted by ganlab's fmnist-cnn-v1 classifier. The
+results go to a new run in the first run's experiment, tagged ganlab.kind=latent-claims and
+ganlab.source_run_ids.
+"""
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ganlab import tracking
+from ganlab.claim_verdicts import write_claims
+from ganlab.claims import ClaimsSettings, Measurements, SourceRun, planned_count
+from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.errors import GanlabError
+from ganlab.metrics.classifier import FEATURE_SPACE, load_classifier
+from ganlab.train import resolve_device
+
+
+def main() -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", action="append", required=True, dest="run_ids", metavar="RUN_ID",
+                        help="a training run whose generator to test; once per generator (3 or more seeds)")
+    add_config_arguments(parser, ClaimsSettings)
+    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
+    parser.add_argument("--tracking-uri",
+                        help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--experiment", help="log to this experiment (default: the first run's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments = parser.parse_args()
+    settings = ClaimsSettings(**explicit_fields(arguments, ClaimsSettings))
+    settings.validate()
+    repeated = sorted({run_id for run_id in arguments.run_ids if arguments.run_ids.count(run_id) > 1})
+    if repeated:
+        raise GanlabError(f"--run-id {repeated[0]} is given twice; each generator counts once")
+    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
+        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+
+    device = resolve_device(arguments.device)
+    tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
+    client = tracking.connect(tracking_uri)
+    runs = [tracking.get_run(client, run_id) for run_id in arguments.run_ids]
+    generators = [tracking.load_generator(run_id, tracking_uri, device) for run_id in arguments.run_ids]
+    for run_id, generator in zip(arguments.run_ids, generators):
+        if planned_count(generator.latent_dim, settings.random_directions) == 0:
+            raise GanlabError(f"run {run_id}'s generator has a {generator.latent_dim}-dim z; the reports' claims "
+                              "name indices up to 99 of a 100-dim z")
+    classifier = load_classifier(device)
+
+    run_id, experiment_id = tracking.start_derived_run(
+        client, runs[0], "latent-claims", "analysis/claims.py",
+        {**dataclasses.asdict(settings), "source_run_ids": ",".join(arguments.run_ids),
+         "feature_space": FEATURE_SPACE, "device": str(device)}, arguments.experiment,
+        run_name=f"latent-claims-{len(runs)}-generators", tags={"ganlab.source_run_ids": ",".join(arguments.run_ids)})
+    total = sum(planned_count(generator.latent_dim, settings.random_directions) for generator in generators)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            out_dir = arguments.out or Path(scratch)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tqdm(total=total, desc="claims", unit="change", disable=arguments.no_progress) as progress:
+                measurements = {SourceRun.of(run): Measurements(generator.eval(), classifier, device, settings,
+                                                                progress.update)
+                                for run, generator in zip(runs, generators)}
+            headline = write_claims(out_dir, measurements, settings)
+            verdict_table = _verdict_table((out_dir / "claims.md").read_text(encoding="utf-8"))
+            tracking.finish_derived_run(client, run_id, out_dir, headline)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+    artifact_dir = tracking.local_artifact_dir(client, run_id)
+    findings = (artifact_dir / "claims.md") if artifact_dir else "claims.md in the run's artifacts"
+    print(f"{verdict_table}\nclaims tested on {len(runs)} generators, logged as run {run_id}\n"
+          f"  verdicts and evidence: {findings}\n"
+          + (f"  files: {arguments.out}\n" if arguments.out else "")
+          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, run_id)}")
+    return 0
+
+
+def _verdict_table(markdown: str) -> str:
+    """The verdicts table of claims.md, as printed."""
+    section = markdown.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
+
+
+if __name__ == "__main__":
+    run_script(main)
