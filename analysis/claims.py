@@ -11,42 +11,38 @@ results go to a new run in the first run's experiment, tagged ganlab.kind=latent
 ganlab.source_run_ids.
 """
 
-import argparse
 import dataclasses
-import tempfile
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ganlab import tracking
+from ganlab import cli, tracking
 from ganlab.claim_verdicts import write_claims
 from ganlab.claims import ClaimsSettings, Measurements, SourceRun, planned_count
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.cli import ArgumentParser, add_common_flags, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.metrics.classifier import FEATURE_SPACE, load_classifier
-from ganlab.train import resolve_device
+from ganlab.devices import resolve_device
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--run-id", action="append", required=True, dest="run_ids", metavar="RUN_ID",
                         help="a training run whose generator to test; once per generator (3 or more seeds)")
     add_config_arguments(parser, ClaimsSettings)
-    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
-    parser.add_argument("--tracking-uri",
-                        help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    add_common_flags(parser, device=True, out="the files", progress=True)
     parser.add_argument("--experiment", help="log to this experiment (default: the first run's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     arguments = parser.parse_args()
     settings = ClaimsSettings(**explicit_fields(arguments, ClaimsSettings))
     settings.validate()
     repeated = sorted({run_id for run_id in arguments.run_ids if arguments.run_ids.count(run_id) > 1})
     if repeated:
         raise GanlabError(f"--run-id {repeated[0]} is given twice; each generator counts once")
-    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
-        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+    cli.empty_folder(arguments.out)  # checked before minutes of work
 
     device = resolve_device(arguments.device)
     tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
@@ -59,33 +55,30 @@ def main() -> int:
                               "name indices up to 99 of a 100-dim z")
     classifier = load_classifier(device)
 
-    run_id, experiment_id = tracking.start_derived_run(
-        client, runs[0], "latent-claims", "analysis/claims.py",
-        {**dataclasses.asdict(settings), "source_run_ids": ",".join(arguments.run_ids),
-         "feature_space": FEATURE_SPACE, "device": str(device)}, arguments.experiment,
-        run_name=f"latent-claims-{len(runs)}-generators", tags={"ganlab.source_run_ids": ",".join(arguments.run_ids)})
     total = sum(planned_count(generator.latent_dim, settings.random_directions) for generator in generators)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            out_dir = arguments.out or Path(scratch)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with tqdm(total=total, desc="claims", unit="change", disable=arguments.no_progress) as progress:
-                measurements = {SourceRun.of(run): Measurements(generator.eval(), classifier, device, settings,
-                                                                progress.update)
-                                for run, generator in zip(runs, generators)}
-            headline = write_claims(out_dir, measurements, settings)
-            verdict_table = _verdict_table((out_dir / "claims.md").read_text(encoding="utf-8"))
-            tracking.finish_derived_run(client, run_id, out_dir, headline)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+    experiment_id = tracking.get_or_create_experiment(client, arguments.experiment) if arguments.experiment \
+        else runs[0].info.experiment_id
+    with tracking.derived_run(
+            client, experiment_id, "latent-claims", "analysis/claims.py",
+            {**dataclasses.asdict(settings), "source_run_ids": ",".join(arguments.run_ids),
+             "feature_space": FEATURE_SPACE, "device": str(device)},
+            run_name=f"latent-claims-{len(runs)}-generators",
+            tags={**tracking.source_tags(runs[0]), "ganlab.source_run_ids": ",".join(arguments.run_ids)},
+            out=arguments.out) as derived:
+        with tqdm(total=total, desc="claims", unit="change", disable=arguments.no_progress) as progress:
+            measurements = {SourceRun.of(run): Measurements(generator.eval(), classifier, device, settings,
+                                                            progress.update)
+                            for run, generator in zip(runs, generators)}
+        derived.metrics = write_claims(derived.folder, measurements, settings)
+        verdict_table = _verdict_table((derived.folder / "claims.md").read_text(encoding="utf-8"))
+    run_id = derived.run_id
 
     artifact_dir = tracking.local_artifact_dir(client, run_id)
     findings = (artifact_dir / "claims.md") if artifact_dir else "claims.md in the run's artifacts"
     print(f"{verdict_table}\nclaims tested on {len(runs)} generators, logged as run {run_id}\n"
           f"  verdicts and evidence: {findings}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, run_id)}")
+          + f"  {tracking.ui_hint(experiment_id, run_id, tracking_uri)}")
     return 0
 
 

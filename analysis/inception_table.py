@@ -10,7 +10,6 @@ Inception space (fid_inception, also logged to the run) and in ganlab's fmnist-c
 20 minutes per 10k images (the test images' features are cached); finished rows are reused when it runs again.
 """
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -18,16 +17,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ganlab import data, inception_table, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, ArgumentParser, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.metrics import inception
 from ganlab.report import find_lab_runs
 from ganlab.devices import resolve_device
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--run", action="append", default=[], metavar="LABEL=RUN_ID",
                         help="a training run and its row label (repeatable; default: the report's runs)")
     parser.add_argument("--experiment", default="fashion-mnist-gan",
@@ -39,11 +37,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and of the floor's subset (default: 0)")
     parser.add_argument("--out", type=Path, default=inception_table.RESULTS_DIR,
                         help="folder of table.json, table.csv, table.md (default: results/inception-fid)")
-    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.samples < 2:
         raise GanlabError(f"--samples must be at least 2, got {arguments.samples}")
     if arguments.floor_only and arguments.run:

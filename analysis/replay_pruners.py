@@ -8,35 +8,33 @@ Prints a table (epochs each pruner trains, trials it stops, whether the study's 
 logs it, with replay.csv and curves.png, as a run tagged ganlab.kind=pruner-replay next to the study's run.
 """
 
-import argparse
-import tempfile
-from pathlib import Path
-
 import optuna
 
 from ganlab import pruner_replay, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import ArgumentParser, add_common_flags, empty_folder, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.tuning import DEFAULT_STORAGE, OBJECTIVE_NAMES, open_storage
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--study-name", required=True, help="an Optuna study run with --pruner none")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
     parser.add_argument("--orders", type=int, default=100, help="trial orders to replay, the study's own first "
                                                                 "(default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the shuffled orders (default: 0)")
-    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
-    arguments = parser.parse_args()
+    add_common_flags(parser, out="the files")
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.orders < 1:
         raise GanlabError(f"--orders must be at least 1, got {arguments.orders}")
-    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
-        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+    empty_folder(arguments.out)
 
-    client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+    tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
+    client = tracking.connect(tracking_uri)
     storage = open_storage(arguments.storage)
     try:
         study = optuna.load_study(study_name=arguments.study_name, storage=storage)
@@ -53,27 +51,21 @@ def main() -> int:
         raise GanlabError(f"study {arguments.study_name!r} has no MLflow run; was it made by experiments/tune.py?")
     study_run = tracking.get_run(client, parent_run_id)
 
-    run_id, experiment_id = tracking.start_derived_run(
-        client, study_run, "pruner-replay", "analysis/replay_pruners.py",
-        {"study_name": arguments.study_name, "orders": arguments.orders, "seed": arguments.seed,
-         "trials": curves.shape[0], "epochs": curves.shape[1], "pruners": ",".join(pruner_replay.CANDIDATES)})
-    try:
+    with tracking.derived_run(
+            client, study_run.info.experiment_id, "pruner-replay", "analysis/replay_pruners.py",
+            {"study_name": arguments.study_name, "orders": arguments.orders, "seed": arguments.seed,
+             "trials": curves.shape[0], "epochs": curves.shape[1], "pruners": ",".join(pruner_replay.CANDIDATES)},
+            run_name=f"pruner-replay-{study_run.info.run_name}", tags=tracking.source_tags(study_run),
+            out=arguments.out) as derived:
         outcomes = pruner_replay.replay(curves, arguments.orders, arguments.seed)
-        with tempfile.TemporaryDirectory() as scratch:
-            out_dir = arguments.out or Path(scratch)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            table = pruner_replay.write_replay(curves, outcomes, arguments.orders, objective_name, out_dir)
-            headline = {f"{name}_{outcome.pruner}": getattr(outcome, name) for outcome in outcomes
-                        for name in ("epochs_share", "best_kept_share", "regret")}
-            tracking.finish_derived_run(client, run_id, out_dir, headline)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+        table = pruner_replay.write_replay(curves, outcomes, arguments.orders, objective_name, derived.folder)
+        derived.metrics = {f"{name}_{outcome.pruner}": getattr(outcome, name) for outcome in outcomes
+                           for name in ("epochs_share", "best_kept_share", "regret")}
 
     print(table, end="")
-    print(f"replayed {curves.shape[0]} trials of study {arguments.study_name!r}; logged as run {run_id}\n"
+    print(f"replayed {curves.shape[0]} trials of study {arguments.study_name!r}; logged as run {derived.run_id}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, run_id)}")
+          + f"  {tracking.ui_hint(derived.experiment_id, derived.run_id, tracking_uri)}")
     return 0
 
 

@@ -9,25 +9,27 @@ samples, 8 images from a chosen latent batch, the 15×8 latent study and its mea
 tuned CNN. Every figure names the run it came from; quality metrics are in ganlab's fmnist-cnn-v1 feature space.
 """
 
-import argparse
 from pathlib import Path
 
 from ganlab import lab, report, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import TRACKING_URI_HELP, ArgumentParser, run_script, script_parser
 from ganlab.errors import GanlabError
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--experiment", default="fashion-mnist-gan", help="MLflow experiment (default: fashion-mnist-gan)")
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default: report.html)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--train-missing", action="store_true",
                         help="first train each architecture with no finished run (short: mlp and mlp-small 5 epochs, "
                              "cnn 2) and run the latent study if none exists")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
-    arguments = parser.parse_args()
+    parser.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.out.exists() and not arguments.overwrite:
         raise GanlabError(f"{arguments.out} exists; pass --overwrite to replace it, or choose another --out")
     if arguments.out.suffix.lower() not in (".html", ".htm"):

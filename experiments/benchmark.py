@@ -10,21 +10,23 @@ transforms, DataLoader, `.item()` per step), ganlab's loop untracked and tracked
 The run is logged to MLflow (experiment ganlab-benchmarks, tag ganlab.kind=benchmark).
 """
 
-import argparse
 import json
 
 from ganlab.benchmark import BenchmarkConfig, log_benchmark_run, run_benchmark
 from ganlab import tracking
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script, script_parser
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     add_config_arguments(parser, BenchmarkConfig)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     config = BenchmarkConfig(**explicit_fields(arguments, BenchmarkConfig))
     config.validate()
     tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))  # an unusable store fails before the timing

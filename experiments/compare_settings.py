@@ -11,19 +11,17 @@ table.md and the FID and D-loss curves by epoch; the same files are logged as a 
 Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
 """
 
-import argparse
 from pathlib import Path
 
 from ganlab import balance, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import DATA_DIR_HELP, ArgumentParser, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.train import TrainConfig
 from ganlab.tuning import DEFAULT_STORAGE
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--arm", action="append", required=True,
                         help="`reports` or `best:STUDY_NAME` (repeat for each arm)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage of the studies (default: "
@@ -41,13 +39,17 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
     parser.add_argument("--train-images", type=int, help="train on the first N images only, for smoke tests "
                                                          "(default: all)")
-    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--experiment", default="fashion-mnist-gan", help="MLflow experiment (default: "
                                                                           "fashion-mnist-gan)")
     parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else "
                                                "sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.seeds < 2:
         raise GanlabError(f"--seeds must be at least 2 (a spread needs two), got {arguments.seeds}")
     if arguments.out and arguments.out.exists() and any(arguments.out.iterdir()) \

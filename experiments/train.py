@@ -11,24 +11,26 @@
 Open the runs with `make ui` (http://127.0.0.1:5000).
 """
 
-import argparse
 import dataclasses
 
 import ganlab.models
 from ganlab import distributed, tracking
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.errors import GanlabError, TrainingInterrupted
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, config_of_run, train
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     add_config_arguments(parser, TrainConfig)
     parser.add_argument("--resume", metavar="RUN_ID", help="continue this unfinished run from its last checkpoint")
     parser.add_argument("--print-models", action="store_true", help="print D, then G, with parameter counts; exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     given = explicit_fields(arguments, TrainConfig)
 
     if arguments.resume:

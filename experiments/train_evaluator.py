@@ -7,7 +7,6 @@ ganlab ships the weights this made, pinned by sha256 in ganlab/metrics/classifie
 check that they can be reproduced or to build a new feature space (give it a new name then).
 """
 
-import argparse
 import hashlib
 import time
 from pathlib import Path
@@ -17,22 +16,25 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ganlab import data
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import DATA_DIR_HELP, ArgumentParser, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.metrics.classifier import WEIGHTS_PATH, train_classifier
 
 MIN_TEST_ACCURACY = 0.92
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=10, help="passes over the training set (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and flips (default: 0)")
-    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help=f"where to write (default: {WEIGHTS_PATH})")
     parser.add_argument("--force", action="store_true", help="overwrite --out when it exists")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.out.exists() and not arguments.force:
         raise GanlabError(f"{arguments.out} exists; pass --force to overwrite it")
 

@@ -12,20 +12,22 @@ FID is measured in ganlab's own Fashion-MNIST feature space (fmnist-cnn-v1), not
 Compare the trials in the MLflow UI (`make ui`): open the study's run and select its child runs.
 """
 
-import argparse
 
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.errors import TrainingInterrupted
 from ganlab.tuning import TuneConfig, run_study
 from ganlab import tracking
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     add_config_arguments(parser, TuneConfig)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     config = TuneConfig(**explicit_fields(arguments, TuneConfig))
     try:
         result = run_study(config, show_progress=not arguments.no_progress)

@@ -25,7 +25,7 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from ganlab import data, metrics, tracking
-from ganlab.cli import option
+from ganlab.cli import DATA_DIR_HELP, DEVICE_HELP, TRACKING_URI_HELP, option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, build_models
 from ganlab.devices import has_native_bf16, resolve_device, resolve_precision
@@ -39,7 +39,7 @@ class BenchmarkConfig:
     """What to time, and where; logged whole as the benchmark run's params."""
 
     arch: str = option("mlp", "architecture", choices=list(ARCHITECTURES))
-    device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    device: str = option("auto", DEVICE_HELP)
     precision: str = option("auto", "ganlab's loop in bf16 autocast or fp32 (the reference loop stays fp32, as the "
                             "reports ran it); auto: bf16 where the hardware has native bf16",
                             choices=["auto", "fp32", "bf16"])
@@ -48,9 +48,9 @@ class BenchmarkConfig:
     batch_size: int = option(64, "images per step, both loops")
     eval_samples: int = option(10_000, "generated samples for the evaluation timing (0: skip it)")
     seed: int = option(0, "seeds both loops")
-    data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    data_dir: str | None = option(None, DATA_DIR_HELP)
     experiment: str = option("ganlab-benchmarks", "MLflow experiment of the benchmark run")
-    tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    tracking_uri: str | None = option(None, TRACKING_URI_HELP)
 
     def validate(self) -> None:
         if self.arch not in ARCHITECTURES:

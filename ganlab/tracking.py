@@ -190,28 +190,39 @@ def log_evaluation(client: MlflowClient, run_id: str, evaluation, step: int,
         client.log_text(run_id, json.dumps(dataclasses.asdict(evaluation), indent=2), artifact_file)
 
 
-def start_derived_run(client: MlflowClient, source_run, kind: str, script: str, params: dict[str, object],
-                      experiment: str | None = None, run_name: str | None = None,
-                      tags: dict[str, str] | None = None) -> tuple[str, str]:
-    """A new run that analyses `source_run` (same experiment unless named), named KIND-SOURCE (e.g.
-    latent-analysis-mlp-s0) unless named, and tagged `ganlab.kind` and `ganlab.source_run_id` (plus `tags`), so the
-    UI can filter analyses and trace them back. Returns (run id, experiment id)."""
-    experiment_id = (get_or_create_experiment(client, experiment) if experiment
-                     else source_run.info.experiment_id)
-    with store_errors("creating the analysis run"):
-        run = client.create_run(experiment_id, run_name=run_name or f"{kind}-{source_run.info.run_name}", tags={
-            "ganlab.kind": kind, "ganlab.source_run_id": source_run.info.run_id,
-            "ganlab.arch": source_run.data.tags.get("ganlab.arch", ""), "mlflow.source.name": script, **(tags or {})})
-        client.log_batch(run.info.run_id, params=[mlflow_param(name, value) for name, value in params.items()])
-    return run.info.run_id, experiment_id
+@dataclasses.dataclass
+class DerivedRun:
+    """A run of results read from other runs, while its block runs: where to write its files, its headline metrics."""
+
+    run_id: str
+    experiment_id: str
+    folder: Path  # everything written here becomes the run's artifacts
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def finish_derived_run(client: MlflowClient, run_id: str, folder: Path, metrics: dict[str, float]) -> None:
-    """Upload the folder's files as the run's artifacts, log its headline metrics and mark it FINISHED."""
-    with store_errors(f"logging the results to run {run_id}"):
-        client.log_artifacts(run_id, str(folder))
-        client.log_batch(run_id, metrics=[Metric(name, value, _now_ms(), 0) for name, value in metrics.items()])
-        client.set_terminated(run_id, "FINISHED")
+def source_tags(source_run) -> dict[str, str]:
+    """Tags that trace an analysis back to the run it studies (the UI filters on them)."""
+    return {"ganlab.source_run_id": source_run.info.run_id, "ganlab.arch": source_run.data.tags.get("ganlab.arch", "")}
+
+
+@contextlib.contextmanager
+def derived_run(client: MlflowClient, experiment_id: str, kind: str, script: str, params: dict[str, object], *,
+                run_name: str, tags: dict[str, str] | None = None, out: Path | None = None):
+    """An analysis, comparison or replay as one run (through `run_lifecycle`): tagged `ganlab.kind`, its params
+    logged, and a folder (`out`, else a temporary one) whose files are logged as its artifacts, with the headline
+    `metrics` the block set, when the block ends well; FAILED when it does not."""
+    with run_lifecycle(client, experiment_id, run_name=run_name, tags={
+            "ganlab.kind": kind, "mlflow.source.name": script, **(tags or {})}) as run, \
+            tempfile.TemporaryDirectory() as scratch:
+        with store_errors("logging the analysis run's params"):
+            client.log_batch(run.info.run_id, params=[mlflow_param(name, value) for name, value in params.items()])
+        result = DerivedRun(run.info.run_id, experiment_id, out or Path(scratch))
+        result.folder.mkdir(parents=True, exist_ok=True)
+        yield result
+        with store_errors(f"logging the results to run {run.info.run_id}"):
+            client.log_artifacts(run.info.run_id, str(result.folder))
+            client.log_batch(run.info.run_id, metrics=[Metric(name, value, _now_ms(), 0)
+                                                       for name, value in result.metrics.items()])
 
 
 class StoppedEarly(Exception):

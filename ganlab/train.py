@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import ganlab
 from ganlab import checkpoint, data, devices, distributed, faults, health, metrics, run_outputs, tracking
-from ganlab.cli import option
+from ganlab.cli import DATA_DIR_HELP, DEVICE_HELP, TRACKING_URI_HELP, option
 from ganlab.errors import GanlabError, TrainingFailed, TrainingInterrupted
 from ganlab.models import ARCHITECTURES, count_parameters, model_summary
 from ganlab.plots import class_histogram_figure, image_grid
@@ -46,7 +46,7 @@ class TrainConfig:
     beta2: float = option(0.999, "Adam beta2, both networks")
     latent_dim: int = option(100, "length of the latent vector z")
     seed: int = option(0, "seeds weights, batch order, latents and the sample grid")
-    device: str = option("auto", "cpu, cuda, cuda:N, mps or auto (cuda when available)")
+    device: str = option("auto", DEVICE_HELP)
     precision: str = option("auto", "bf16 autocast or fp32 (weights and optimizer state stay fp32); auto: bf16 where "
                             "the hardware has native bf16 (AMX / AVX-512 BF16 CPUs, CUDA GPUs), else fp32",
                             choices=list(devices.PRECISIONS))
@@ -57,10 +57,10 @@ class TrainConfig:
     eval_samples: int = option(10_000, "generated samples per evaluation")
     max_steps: int | None = option(None, "stop after this many steps in all, for smoke runs (default: no cap)")
     train_images: int | None = option(None, "train on the first N of the 60000 images only, for smoke runs (default: all)")
-    data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    data_dir: str | None = option(None, DATA_DIR_HELP)
     experiment: str = option("fashion-mnist-gan", "MLflow experiment name")
     run_name: str | None = option(None, "MLflow run name (default: ARCH-sSEED)")
-    tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    tracking_uri: str | None = option(None, TRACKING_URI_HELP)
 
     def validate(self) -> None:
         """Reject settings that cannot train, with a message that names the flag."""

@@ -28,7 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa
 from optuna.trial import TrialState  # noqa: E402
 
 from ganlab import tracking  # noqa: E402
-from ganlab.cli import option  # noqa: E402
+from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, option  # noqa: E402
 from ganlab.errors import GanlabError, TrainingFailed, first_line  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
 
@@ -91,9 +91,9 @@ class TuneConfig:
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
     precision: str = option("auto", "bf16 autocast or fp32 for every trial; auto: bf16 where the hardware has "
                             "native bf16, else fp32", choices=["auto", "fp32", "bf16"])
-    data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
+    data_dir: str | None = option(None, DATA_DIR_HELP)
     experiment: str = option("fashion-mnist-gan", "MLflow experiment of the parent and trial runs")
-    tracking_uri: str | None = option(None, "MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    tracking_uri: str | None = option(None, TRACKING_URI_HELP)
 
     @property
     def name(self) -> str:
