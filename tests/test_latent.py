@@ -184,11 +184,11 @@ def test_a_user_latent_file_sets_the_display_batch(repo_root, tracked_run, tmp_p
     store_uri, source_run_id = tracked_run
     np.save(tmp_path / "z.npy", np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32))
     result = run_latent_effects(repo_root, "--run-id", source_run_id, "--tracking-uri", store_uri, "--z-file",
-                                str(tmp_path / "z.npy"), "--dims", "2,71,99", "--values=-10,10,100",
+                                str(tmp_path / "z.npy"), "--dims", "1,70,99", "--values=-10,10,100",
                                 "--out", str(tmp_path / "out"), *SMALL_STUDY)
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "out" / "set_value_comparison.json").read_text())["rows"]
-    assert [row["label"] for row in rows][:3] == ["base", "dim 2 = -10", "dim 2 = 10"]
+    assert [row["label"] for row in rows][:3] == ["base", "dim 1 = -10", "dim 1 = 10"]
     assert all(len(row["predicted_classes"]) == 3 for row in rows)
 
 
