@@ -3,7 +3,7 @@
 // sends only its newest position when the previous answer arrives.
 "use strict";
 
-const SCALE = 3;  // 28-pixel images, shown 3× with crisp pixels
+const SCALE = 4;  // 28-pixel images, shown 4× with crisp pixels
 const $ = id => document.getElementById(id);
 const page = {state: null, rows: []};
 
