@@ -235,8 +235,8 @@ def test_the_page_and_its_answers_load_nothing_from_elsewhere(server):
 
 
 def test_without_a_study_the_page_says_how_to_make_one_and_computes_the_directions(studied_run, browser, tmp_path):
-    """In-process: the same generator logged to a run that has no latent study; GANSpace arrives in the background,
-    and the benchmark times moves against the real server."""
+    """In-process: the same generator logged to a run that has no latent study, opened on a --z-file; GANSpace arrives
+    in the background, and the benchmark times moves against the real server."""
     store_uri, run_id, _ = studied_run
     client = MlflowClient(store_uri)
     source_run = client.get_run(run_id)
@@ -245,14 +245,18 @@ def test_without_a_study_the_page_says_how_to_make_one_and_computes_the_directio
     client.log_artifacts(bare_id, client.download_artifacts(run_id, "model", str(tmp_path)), "model")
     client.set_terminated(bare_id, "FINISHED")
 
+    z_file = tmp_path / "z.npy"
+    np.save(z_file, base_latents(5, 100, 123).numpy())
+
     source = explorer.load_source(run_id=bare_id, tracking_uri=store_uri, device="cpu")
-    session = explorer.Explorer(source, explorer.ExplorerConfig(factor_directions=3), "cpu")
+    session = explorer.Explorer(source, explorer.ExplorerConfig(factor_directions=3, z_file=str(z_file)), "cpu")
     assert session.study is None
     assert session.study_line == f"no latent study yet: python analysis/latent_effects.py --run-id {bare_id}"
     with explorer_server.serving(explorer_server.create_app(session), "127.0.0.1", 0) as http_server:
         url = explorer_server.server_url(http_server)
         browser.get(url)
         wait_rendered(browser, "grid", 0)
+        assert shown_pixels(browser, "grid").shape == (32, 5 * 30 + 2)  # the file's 5 latents
         assert session.study_line in browser.find_element("id", "study-line").text
         assert session.study_line in browser.find_element("css selector", '[data-key="dim 10"] .effect').text
         assert session.directions_ready.wait(timeout=120)

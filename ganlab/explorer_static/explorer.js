@@ -195,7 +195,10 @@ function build(state) {
                             `${state.run.latent_dim}-dim z`;
   $("study-line").textContent = state.study_line;
   $("seed").value = String(state.base.seed);
-  if (state.base.file) $("base-kind").append(new Option(`--z-file ${state.base.file.name}`, "file"));
+  if (state.base.file) {  // a --z-file is what the user came to see: the page opens on it
+    $("base-kind").append(new Option(`--z-file ${state.base.file.name}`, "file"));
+    $("base-kind").value = "file";
+  }
   for (const dim of state.dims) addRow("dim-sliders", "dim", dim, false);
   addDirectionRows(state);
   $("new-dim").max = String(state.run.latent_dim - 1);
