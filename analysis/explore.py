@@ -10,7 +10,6 @@ The page binds loopback only unless --host says otherwise. Its "save" logs the l
 images as a run tagged ganlab.kind=exploration and ganlab.source_run_id, in the source run's experiment.
 """
 
-import argparse
 import ipaddress
 import sys
 import time
@@ -18,27 +17,29 @@ import time
 import torch
 
 from ganlab import explorer, explorer_server
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab.cli import ArgumentParser, add_common_flags, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.devices import resolve_device
+from ganlab.errors import GanlabError
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--run-id", required=True, help="the training run whose generator to explore")
     add_config_arguments(parser, explorer.ExplorerConfig)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                                                             "only)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, a free one)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
-    parser.add_argument("--tracking-uri",
-                        help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    add_common_flags(parser, device=True)
     parser.add_argument("--benchmark", type=int, metavar="MOVES", help="time this many slider moves against the "
                                                                         "server, print the medians and exit")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     config = explorer.ExplorerConfig(**explicit_fields(arguments, explorer.ExplorerConfig))
     if arguments.benchmark is not None and arguments.benchmark < 1:
-        parser.error("--benchmark needs at least 1 move")
+        raise GanlabError(f"--benchmark needs at least 1 move, got {arguments.benchmark}")
 
     device = resolve_device(arguments.device)
     source = explorer.load_source(run_id=arguments.run_id, tracking_uri=arguments.tracking_uri, device=device)

@@ -66,7 +66,7 @@ def main() -> int:
 
     seeds = list(range(arguments.seeds))
     results = balance.run_arms(arms, base, seeds, arguments.name, show_progress=not arguments.no_progress)
-    summary = balance.summarize(results, seeds)
+    summary = balance.summarize(results, seeds, base.device)
     run_id, experiment_id, table = balance.log_comparison(summary, base, arguments.name, arguments.out)
     print(table, end="")
     for arm, answer in summary["answer"].items():

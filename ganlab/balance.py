@@ -10,6 +10,7 @@ slope of the epoch D loss over the last epochs (per epoch; negative = still fall
 
 import csv
 import dataclasses
+import datetime
 import json
 import math
 import statistics
@@ -21,7 +22,7 @@ import numpy as np
 import optuna
 from scipy import stats
 
-from ganlab import tracking
+from ganlab import devices, tracking
 from ganlab.errors import GanlabError
 from ganlab.plots import arm_curves
 from ganlab.train import TrainConfig
@@ -130,7 +131,7 @@ def welch_difference(values: list[float], baseline: list[float]) -> tuple[float,
     return difference, difference - half, difference + half
 
 
-def summarize(results: list[ArmResult], seeds: list[int]) -> dict:
+def summarize(results: list[ArmResult], seeds: list[int], device: str = "auto") -> dict:
     """Everything the table, the report and the docs quote, as one JSON-friendly dict."""
     baseline = next((result for result in results if result.arm.name == "reports"), None)
     arms = []
@@ -160,7 +161,8 @@ def summarize(results: list[ArmResult], seeds: list[int]) -> dict:
                     "fid_at_most_half": arm["metrics"]["fid"]["mean"] <= 0.5 * reports_fid,
                     "d_loss_still_falling": arm["d_loss_slope_last_epochs"]["mean"] < 0,
                 }
-    return {"seeds": seeds, "arms": arms, "answer": answer}
+    return {"seeds": seeds, "arms": arms, "answer": answer, "date": datetime.date.today().isoformat(),
+            "machine": devices.machine_description(devices.resolve_device(device))}
 
 
 def write_results(summary: dict, out_dir: Path, epochs: int) -> None:

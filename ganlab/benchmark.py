@@ -9,6 +9,7 @@ every figure is the median.
 """
 
 import dataclasses
+import datetime
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from ganlab import data, metrics, tracking
 from ganlab.cli import DATA_DIR_HELP, DEVICE_HELP, TRACKING_URI_HELP, option
 from ganlab.errors import GanlabError
 from ganlab.models import ARCHITECTURES, build_models
-from ganlab.devices import has_native_bf16, resolve_device, resolve_precision
+from ganlab.devices import has_native_bf16, machine_description, resolve_device, resolve_precision
 from ganlab.train import TrainConfig, train
 
 IMAGES_PER_EPOCH = 60_000
@@ -171,6 +172,8 @@ def run_benchmark(config: BenchmarkConfig, show_progress: bool = False) -> dict[
     results: dict[str, float | str] = {
         "device": device_name(device),
         "device_type": device.type,
+        "machine": machine_description(device),
+        "date": datetime.date.today().isoformat(),
         "precision_resolved": resolve_precision(config.precision, device),
         "native_bf16": str(has_native_bf16(device)),
         "reference_images_per_s": reference.images_per_second,

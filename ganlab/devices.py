@@ -6,6 +6,9 @@ step ran 14× slower in bf16 than in fp32 (docs/speed.md). So `auto` picks bf16 
 """
 
 import contextlib
+import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -53,6 +56,21 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "bf16" and device.type not in ("cpu", "cuda"):
         raise GanlabError(f"--precision bf16 is supported on cpu and cuda, not {device.type}")
     return requested
+
+
+def machine_description(device: torch.device) -> str:
+    """The machine in words, for committed results: CPU model and cores (or the GPU), and whether bf16 is native."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        name += f", {os.cpu_count()} cores"
+    return f"{name}, torch {torch.__version__}, native bf16: {'yes' if has_native_bf16(device) else 'no'}"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -36,7 +36,11 @@ LATENT_FIGURES = (  # (artifact, what the report asked for)
     ("direction_comparison.png", "Single dims vs random, SeFa and GANSpace directions"),
 )
 TUNING_FIGURES = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
-COMMITTED_CLAIMS = Path(__file__).resolve().parent.parent / "results" / "latent-claims"  # when no run holds them
+RESULTS = Path(__file__).resolve().parent.parent / "results"  # committed results, shown beside the store's runs
+COMMITTED_CLAIMS = RESULTS / "latent-claims"  # when no run holds them
+COMMITTED_BALANCE = RESULTS / "cnn-balance"
+COMMITTED_SPEED = RESULTS / "speed"
+COMMITTED_GPU_CAMPAIGN = RESULTS / "gpu-campaign"
 
 
 @dataclass
@@ -174,6 +178,7 @@ def build_report(client: MlflowClient, lab: LabRuns, experiment: str) -> str:
     _tuning_section(report, lab)
     _speed_section(report, lab)
     _literature_section(report)
+    _gpu_section(report)
     return report.html(f"ganlab report: {experiment}")
 
 
@@ -269,10 +274,12 @@ def _comparison_section(report: HtmlReport, lab: LabRuns) -> None:
         report.artifact_image(run, "plots/class_histogram.png", f"Predicted classes of {run.info.run_name}'s samples")
 
 
-def _tuning_section(report: HtmlReport, lab: LabRuns) -> None:
+def _tuning_section(report: HtmlReport, lab: LabRuns, balance_dir: Path = COMMITTED_BALANCE) -> None:
     report.heading("7. Balancing the CNN: the tuning study")
+    _committed_balance(report, balance_dir)
     if lab.study is None:
-        report.note("No tuning study in this experiment: python experiments/tune.py")
+        report.note("No tuning study in this experiment: python experiments/tune.py (20 trials of 3 cnn epochs: "
+                    "about 5 hours on a 2-core CPU)")
         return
     for path in TUNING_FIGURES:
         report.artifact_image(lab.study, path, path.removesuffix(".png").replace("_", " ").capitalize())
@@ -287,10 +294,49 @@ def _tuning_section(report: HtmlReport, lab: LabRuns) -> None:
         report.artifact_image(lab.pruner_replay, "curves.png", "The replayed per-epoch curves")
 
 
-def _speed_section(report: HtmlReport, lab: LabRuns) -> None:
+def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
+    """The balancing study committed under results/cnn-balance/ (each study's summary and plots, the comparison's
+    table), marked as committed with its date and machine; or what fills it and how long that takes."""
+    studies = sorted(balance_dir.glob("*/study.json"))
+    comparison_table = balance_dir / "comparison" / "table.md"
+    if not studies and not comparison_table.is_file():
+        report.note(f"No committed balancing study in {_shown(balance_dir)}/ yet: "
+                    f"bash {_shown(balance_dir)}/run.sh (resumable; each 24-trial cnn study "
+                    "is about 4.5 hours on a 2-core CPU, the 3-seed comparison about 2 hours).")
+        return
+    for summary_path in studies:
+        summary = json.loads(summary_path.read_text())
+        states = ", ".join(f"{count} {state.lower()}" for state, count in summary["trials_by_state"].items() if count)
+        report.heading(f"Committed study {summary['study_name']}", level=3)
+        report.note(f"{states}; {summary['trial_seconds_total'] / 3600:.1f} h of trials from {summary['first_start']} "
+                    f"to {summary['last_complete']} on {summary.get('machine', 'an unnamed machine')} "
+                    f"({summary.get('precision_resolved', 'fp32')}). Committed in "
+                    f"{_shown(summary_path.parent)}/, not from this report's store.")
+        for name in ("optimization_history", "param_importances", "pareto_front"):
+            if (summary_path.parent / f"{name}.png").is_file():
+                report.png((summary_path.parent / f"{name}.png").read_bytes(),
+                           f"{name.replace('_', ' ').capitalize()} of {summary['study_name']} (committed)")
+    if comparison_table.is_file():
+        comparison = json.loads((comparison_table.parent / "summary.json").read_text())
+        report.heading("Committed comparison: the reports' settings against the best of each study", level=3)
+        report.markdown(comparison_table.read_text())
+        report.note(f"Committed in {_shown(comparison_table.parent)}/ on {comparison.get('date', '?')}, "
+                    f"{comparison.get('machine', 'an unnamed machine')}; not from this report's store.")
+        for name in ("fid_by_epoch", "epoch_loss_d_by_epoch"):
+            if (comparison_table.parent / f"{name}.png").is_file():
+                report.png((comparison_table.parent / f"{name}.png").read_bytes(),
+                           f"{name.replace('_', ' ')} per arm (committed)")
+
+
+def _speed_section(report: HtmlReport, lab: LabRuns, speed_dir: Path = COMMITTED_SPEED) -> None:
     report.heading("8. Speed: ganlab's loop against the reports' DataLoader loop")
+    if (speed_dir / "table.md").is_file():
+        report.markdown((speed_dir / "table.md").read_text())
+        report.note(f"Committed in {_shown(speed_dir)}/ (run.sh there made it; machine and date "
+                    "in each row); not from this report's store.")
     if not lab.benchmarks:
-        report.note("No benchmark runs: python experiments/benchmark.py")
+        report.note("No benchmark runs in this store: python experiments/benchmark.py (about 2 minutes for mlp on "
+                    "a 2-core CPU; --arch cnn --steps 150 --repeats 1 about 3 minutes)")
         return
     lines = ["| run | device | arch | steps | reference images/s | ganlab images/s | speedup | tracking overhead |",
              "|---|---|---|---|---|---|---|---|"]
@@ -316,6 +362,22 @@ def _literature_section(report: HtmlReport, results_dir: Path = INCEPTION_RESULT
     report.markdown(table_path.read_text().split("\n", 1)[1])  # the report's own heading replaces the file's title
     report.note(f"From {results_dir.parent.name}/{results_dir.name}/table.md, committed with the command that made "
                 "it; not from this report's MLflow store.")
+
+
+def _shown(path: Path) -> str:
+    """A results folder as a reader finds it: relative to the repository when it is inside."""
+    return str(path.relative_to(RESULTS.parent)) if path.is_relative_to(RESULTS.parent) else str(path)
+
+
+def _gpu_section(report: HtmlReport, campaign_dir: Path = COMMITTED_GPU_CAMPAIGN) -> None:
+    """The committed GPU campaign, or that none has run yet."""
+    report.heading("10. On a GPU")
+    if (campaign_dir / "table.md").is_file():
+        report.markdown((campaign_dir / "table.md").read_text())
+        report.note(f"Committed in {_shown(campaign_dir)}/ (GPU and date inside).")
+        return
+    report.note(f"No GPU campaign committed in {_shown(campaign_dir)}/ yet: it needs a machine "
+                "with a CUDA GPU (docs/speed.md says what is ready). Every number above is from the CPU.")
 
 
 def _runs_used(lab: LabRuns) -> str:

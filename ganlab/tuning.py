@@ -27,7 +27,7 @@ from mlflow import MlflowClient  # noqa: E402
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from ganlab import tracking  # noqa: E402
+from ganlab import devices, tracking  # noqa: E402
 from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, option  # noqa: E402
 from ganlab.errors import GanlabError, TrainingFailed, first_line  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
@@ -448,6 +448,7 @@ def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], conf
     settings and wall time, and Optuna's plots."""
     folder.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
+    device = devices.resolve_device(config.device)
     _write_trials_csv(folder / "trials.csv", study)
     (folder / "trials.json").write_text(json.dumps([{
         "number": trial.number, "state": trial.state.name, "values": trial.values, "params": trial.params,
@@ -458,6 +459,8 @@ def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], conf
     finished = [trial for trial in trials if trial.datetime_complete is not None]
     (folder / "study.json").write_text(json.dumps({
         "study_name": config.name, "metric_names": config.metric_names,
+        "machine": devices.machine_description(device),
+        "precision_resolved": devices.resolve_precision(config.precision, device),
         "settings": {name: value for name, value in dataclasses.asdict(config).items()
                      if name not in ("worker", "tracking_uri", "storage", "results_dir", "data_dir")},
         "trials_by_state": {state.name: sum(trial.state == state for trial in trials) for state in TrialState},

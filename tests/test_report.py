@@ -262,3 +262,35 @@ def test_the_committed_claims_results_give_every_claim_a_verdict():
                for entry in verdicts)
     claims_md = (COMMITTED_CLAIMS / "claims.md").read_text(encoding="utf-8")
     assert all(claim.original in claims_md for claim in CLAIMS)
+
+
+def test_the_reports_empty_chapters_show_committed_results_or_say_what_fills_them(tmp_path):
+    from ganlab.report import HtmlReport, LabRuns, _gpu_section, _speed_section, _tuning_section
+
+    lab = LabRuns(by_arch={}, tuned=None, study=None, latent=None, benchmarks=[])
+    empty = HtmlReport(None)
+    _tuning_section(empty, lab, tmp_path / "cnn-balance")
+    _speed_section(empty, lab, tmp_path / "speed")
+    _gpu_section(empty, tmp_path / "gpu-campaign")
+    page = "".join(empty.parts)
+    assert "cnn-balance/run.sh" in page and "4.5 hours" in page
+    assert "python experiments/benchmark.py" in page and "needs a machine with a CUDA GPU" in page
+
+    study_dir, comparison_dir = tmp_path / "cnn-balance" / "cnn-balance-lr", tmp_path / "cnn-balance" / "comparison"
+    study_dir.mkdir(parents=True)
+    comparison_dir.mkdir()
+    (study_dir / "study.json").write_text(json.dumps({
+        "study_name": "cnn-balance-lr", "trials_by_state": {"COMPLETE": 23, "PRUNED": 1, "FAIL": 0},
+        "trial_seconds_total": 61200, "first_start": "2026-12-01 00:00", "last_complete": "2026-12-01 17:00",
+        "machine": "AMD EPYC, 2 cores", "precision_resolved": "fp32"}))
+    (comparison_dir / "table.md").write_text("| arm | fid |\n| --- | --- |\n| reports | 9.1 ± 0.3 |\n")
+    (comparison_dir / "summary.json").write_text(json.dumps({"date": "2026-12-02", "machine": "AMD EPYC, 2 cores"}))
+    (tmp_path / "speed").mkdir()
+    (tmp_path / "speed" / "table.md").write_text("| arch | precision |\n| --- | --- |\n| cnn | fp32 |\n")
+    shown = HtmlReport(None)
+    _tuning_section(shown, lab, tmp_path / "cnn-balance")
+    _speed_section(shown, lab, tmp_path / "speed")
+    page = "".join(shown.parts)
+    assert "Committed study cnn-balance-lr" in page and "23 complete, 1 pruned" in page and "17.0 h" in page
+    assert "AMD EPYC, 2 cores" in page and "2026-12-02" in page and "<td>9.1 ± 0.3</td>" in page
+    assert "<td>cnn</td><td>fp32</td>" in page and "not from this report" in page
