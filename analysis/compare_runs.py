@@ -8,65 +8,53 @@ The figures and tables (losses.png, d_outputs.png, fid.png, last_samples.png, ta
 as a new run tagged ganlab.kind=comparison. Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
 """
 
-import argparse
-import tempfile
-from pathlib import Path
-
 from tqdm import tqdm
 
-from ganlab import comparison, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab import cli, comparison, tracking
+from ganlab.cli import ArgumentParser, add_common_flags, run_script, script_parser
 from ganlab.errors import GanlabError
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--experiment", help="compare every finished training run of this MLflow experiment")
     source.add_argument("--run-ids", help="compare these training runs (comma-separated ids)")
     parser.add_argument("--smoothing", type=int, default=100, help="moving-average window of the step curves (default: 100)")
-    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    arguments = parser.parse_args()
+    add_common_flags(parser, out="the files", progress=True)
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.smoothing < 1:
         raise GanlabError(f"--smoothing must be at least 1, got {arguments.smoothing}")
-    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
-        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+    cli.empty_folder(arguments.out)
     run_ids = [run_id.strip() for run_id in arguments.run_ids.split(",") if run_id.strip()] if arguments.run_ids else None
     if arguments.run_ids is not None and not run_ids:
         raise GanlabError("--run-ids is empty")
 
-    client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+    tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
+    client = tracking.connect(tracking_uri)
     runs = comparison.training_runs(client, arguments.experiment, run_ids)
     histories = [comparison.read_history(client, run)
                  for run in tqdm(runs, desc="reading runs", unit="run", disable=arguments.no_progress)]
 
     experiment_id = runs[0].info.experiment_id
-    with tracking.store_errors("creating the comparison run"):
-        comparison_run = client.create_run(experiment_id, run_name=f"comparison-{len(runs)}-runs", tags={
-            "ganlab.kind": "comparison", "ganlab.compared_runs": ",".join(run.info.run_id for run in runs),
-            "mlflow.source.name": "analysis/compare_runs.py"})
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            out_dir = arguments.out or Path(scratch)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            comparison.write_comparison(histories, out_dir, arguments.smoothing)
-            table = (out_dir / "table.md").read_text()
-            with tracking.store_errors("logging the comparison"):
-                client.log_batch(comparison_run.info.run_id, params=[
-                    tracking.mlflow_param("run_names", ",".join(history.name for history in histories)),
-                    tracking.mlflow_param("smoothing", arguments.smoothing)])
-            tracking.finish_derived_run(client, comparison_run.info.run_id, out_dir, {"runs_compared": float(len(runs))})
-    except BaseException:
-        client.set_terminated(comparison_run.info.run_id, "FAILED")
-        raise
+    with tracking.derived_run(
+            client, experiment_id, "comparison", "analysis/compare_runs.py",
+            {"run_names": ",".join(history.name for history in histories), "smoothing": arguments.smoothing},
+            run_name=f"comparison-{len(runs)}-runs",
+            tags={"ganlab.compared_runs": ",".join(run.info.run_id for run in runs)},
+            out=arguments.out) as derived:
+        comparison.write_comparison(histories, derived.folder, arguments.smoothing)
+        table = (derived.folder / "table.md").read_text()
+        derived.metrics = {"runs_compared": float(len(runs))}
 
     print(table, end="")
-    print(f"compared {len(runs)} runs; logged as run {comparison_run.info.run_id}\n"
+    print(f"compared {len(runs)} runs; logged as run {derived.run_id}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, comparison_run.info.run_id)}")
+          + f"  {tracking.ui_hint(experiment_id, derived.run_id, tracking_uri)}")
     return 0
 
 

@@ -12,15 +12,12 @@ override it. Classes are predicted by ganlab's fmnist-cnn-v1 classifier. The res
 run's experiment, tagged ganlab.kind=latent-analysis, ganlab.source_run_id and ganlab.preset.
 """
 
-import argparse
 import dataclasses
-import tempfile
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ganlab import tracking
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
+from ganlab import cli, tracking
+from ganlab.cli import ArgumentParser, add_common_flags, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.claims import SourceRun
 from ganlab.errors import GanlabError
 from ganlab.latent_study import LatentStudyConfig, planned_effect_count, run_study
@@ -28,23 +25,22 @@ from ganlab.metrics.classifier import FEATURE_SPACE, load_classifier
 from ganlab.devices import resolve_device
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     parser.add_argument("--run-id", required=True, help="the training run whose generator to study")
     add_config_arguments(parser, LatentStudyConfig)
-    parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    add_common_flags(parser, device=True, out="the files", progress=True)
     parser.add_argument("--experiment", help="log to this experiment (default: the source run's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     given = explicit_fields(arguments, LatentStudyConfig)
     if "z_seed" in given and "z_file" in given:
         raise GanlabError("give --z-seed or --z-file, not both")
     config = LatentStudyConfig.from_flags(given)
-    if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
-        raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
+    cli.empty_folder(arguments.out)  # checked before minutes of work
 
     device = resolve_device(arguments.device)
     tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
@@ -54,28 +50,25 @@ def main() -> int:
     total = planned_effect_count(config, generator.latent_dim)  # also checks every setting before a run exists
     classifier = load_classifier(device)
 
-    run_id, experiment_id = tracking.start_derived_run(
-        client, source_run, "latent-analysis", "analysis/latent_effects.py",
-        {**dataclasses.asdict(config), "source_run_id": arguments.run_id, "feature_space": FEATURE_SPACE,
-         "device": str(device)}, arguments.experiment, tags={"ganlab.preset": config.preset or "none"})
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            out_dir = arguments.out or Path(scratch)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with tqdm(total=total, desc="latent effects", unit="effect", disable=arguments.no_progress) as progress:
-                headline = run_study(config, generator, classifier, device, out_dir, SourceRun.of(source_run),
-                                     progress.update)
-            tracking.finish_derived_run(client, run_id, out_dir, headline)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+    experiment_id = tracking.get_or_create_experiment(client, arguments.experiment) if arguments.experiment \
+        else source_run.info.experiment_id
+    with tracking.derived_run(
+            client, experiment_id, "latent-analysis", "analysis/latent_effects.py",
+            {**dataclasses.asdict(config), "source_run_id": arguments.run_id, "feature_space": FEATURE_SPACE,
+             "device": str(device)},
+            run_name="latent-analysis", tags={**tracking.source_tags(source_run),
+                                              "ganlab.preset": config.preset or "none"},
+            out=arguments.out) as derived:
+        with tqdm(total=total, desc="latent effects", unit="effect", disable=arguments.no_progress) as progress:
+            derived.metrics = run_study(config, generator, classifier, device, derived.folder,
+                                        SourceRun.of(source_run), progress.update)
 
-    artifact_dir = tracking.local_artifact_dir(client, run_id)
+    artifact_dir = tracking.local_artifact_dir(client, derived.run_id)
     findings = (artifact_dir / "summary.md") if artifact_dir else "summary.md in the run's artifacts"
-    print(f"latent study of run {arguments.run_id} logged as run {run_id} ({total} measured effects)\n"
+    print(f"latent study of run {arguments.run_id} logged as run {derived.run_id} ({total} measured effects)\n"
           f"  findings: {findings}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  MLflow UI: `make ui`, then {tracking.run_url(experiment_id, run_id)}")
+          + f"  {tracking.ui_hint(experiment_id, derived.run_id, tracking_uri)}")
     return 0
 
 

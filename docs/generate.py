@@ -40,7 +40,7 @@ def flags_table(script: str) -> str:
         if not default and action.default not in (None, argparse.SUPPRESS, False):
             shown_default = str(action.default)
         rows.append(f"| {flags} | {shown_default} | {help_text} |")
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows).replace(f"{REPO_ROOT}/", "") + "\n"  # the same table in every clone
 
 
 def file_block(path: str) -> str:

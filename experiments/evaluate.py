@@ -12,21 +12,19 @@ Inception FID and KID that papers report, logged as fid_inception / kid_inceptio
 eval.inception.* tags; it is slow on a CPU (about 20 minutes per 10k images; the test images' features are cached).
 """
 
-import argparse
 import dataclasses
 import json
 import time
 
 from ganlab import data, metrics, tracking
-from ganlab.cli import ArgumentParser, run_script
+from ganlab.cli import ArgumentParser, add_common_flags, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.devices import resolve_device
 from ganlab.metrics import inception
 
 
-def main() -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = script_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="the training run whose generator to measure")
     source.add_argument("--real-floor", action="store_true",
@@ -39,13 +37,13 @@ def main() -> int:
     parser.add_argument("--reference-images", type=int, default=inception.REFERENCE_IMAGES,
                         help="with --features inception: the first N test images as the reference (default: all "
                              "10000; fewer is quicker and biases FID upwards)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--data-dir", help="Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, … (default: auto)")
-    parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    add_common_flags(parser, device=True, data_dir=True, json_output=True, progress=True)
     parser.add_argument("--experiment", help="accepted for symmetry with the other scripts; the run names its own")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    arguments = build_parser().parse_args()
     if arguments.samples < 2:
         raise GanlabError(f"--samples must be at least 2, got {arguments.samples}")
 
