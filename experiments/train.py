@@ -6,6 +6,7 @@
     python experiments/train.py --arch cnn --print-models   # print(G), print(D) and parameter counts
     python experiments/train.py --resume RUN_ID             # continue an interrupted run
     python experiments/train.py --arch mlp --max-steps 50   # a smoke run
+    python experiments/train.py --arch cnn --register-model fashion-gan   # also a registry version (docs/models.md)
     torchrun --nproc-per-node 2 experiments/train.py --arch cnn   # data-parallel on 2 GPUs (gloo on CPUs)
 
 Open the runs with `make ui` (http://127.0.0.1:5000).
@@ -15,7 +16,7 @@ import argparse
 import dataclasses
 
 import ganlab.models
-from ganlab import distributed, tracking
+from ganlab import distributed, model_registry, tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script
 from ganlab.errors import GanlabError
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, TrainingInterrupted, config_of_run, train
@@ -61,7 +62,11 @@ def main() -> int:
     losses = ", ".join(f"{name}={value:.3f}" for name, value in result.final_step_values.items())
     print(f"run {result.run_id} ({config.arch}) finished in {result.wall_seconds:.1f} s: {losses}\n"
           f"  artifacts: {result.artifact_uri}\n"
-          f"  MLflow UI: `make ui`, then {result.run_url}")
+          f"  MLflow Model: runs:/{result.run_id}/{model_registry.MODEL_NAME} (serve it: docs/models.md)")
+    if config.register_model:
+        client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+        print(f"  {model_registry.registration_of(client, result.run_id, config.register_model).summary()}")
+    print(f"  MLflow UI: `make ui`, then {result.run_url}")
     return 0
 
 
