@@ -26,7 +26,7 @@ from mlflow import MlflowClient  # noqa: E402
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from ganlab import tracking  # noqa: E402
+from ganlab import model_registry, tracking  # noqa: E402
 from ganlab.cli import option  # noqa: E402
 from ganlab.errors import GanlabError  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
@@ -77,6 +77,8 @@ class TuneConfig:
     train_images: int | None = option(None, "train trials on the first N images only (smoke studies)")
     retrain_best: bool = option(False, "after the study, train the best params for --epochs as a full run")
     epochs: int = option(20, "epochs of the --retrain-best run")
+    register_model: str | None = option(None, "register the --retrain-best run's G under this MLflow model name; "
+                                        "`champion` moves to it if its FID is the lowest (docs/models.md)")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
     data_dir: str | None = option(None, "Fashion-MNIST root (else $GANLAB_DATA_DIR, else data/)")
     experiment: str = option("fashion-mnist-gan", "MLflow experiment of the parent and trial runs")
@@ -94,6 +96,9 @@ class TuneConfig:
             if getattr(self, name) <= 0:
                 raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         self.trial_config({name: low for name, (_, low, _) in self.space().items()}, self.seed).validate()
+        model_registry.check_model_name(self.register_model)
+        if self.register_model and not self.retrain_best:
+            raise GanlabError("--register-model registers the --retrain-best run; add --retrain-best")
 
     def trial_config(self, point: dict, seed: int, run_name: str | None = None) -> TrainConfig:
         """The training settings of one trial: the point in the space, every epoch evaluated."""
@@ -112,6 +117,7 @@ class TuneResult:
     best: list[dict]  # one entry per best trial (the Pareto front for `both`)
     confirmation: dict | None
     retrained_run_id: str | None
+    registration: model_registry.Registration | None = None  # of the retrained run, with --register-model
 
 
 def suggest(trial: optuna.Trial, space: dict[str, tuple]) -> dict[str, float | int]:
@@ -162,10 +168,14 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
     retrained = _retrain_best(best[0], config, client, experiment_id, show_progress) \
         if best and config.retrain_best else None
+    # A reused retrain (a rerun of the command) is registered too; an existing version of it is kept.
+    registration = model_registry.register_generator(client, retrained, config.register_model) \
+        if retrained and config.register_model else None
     finished = len(study.get_trials(deepcopy=False, states=finished_states))
     with tracking.store_errors("closing the study's parent run"):
         client.set_terminated(parent_run_id, "FINISHED")
-    return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained)
+    return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained,
+                      registration)
 
 
 def open_storage(url: str, attempts: int = 3) -> RDBStorage:
