@@ -2,6 +2,7 @@
 
     python analysis/compare_runs.py --experiment fashion-mnist-gan      # every finished training run in it
     python analysis/compare_runs.py --run-ids ID1,ID2,ID3                # these runs
+    python analysis/compare_runs.py --model-uris models:/fashion-gan/1,models:/fashion-gan@champion   # their runs
     python analysis/compare_runs.py --experiment fashion-mnist-gan --out comparison/   # also keep the files
 
 The figures and tables (losses.png, d_outputs.png, fid.png, last_samples.png, table.md, table.csv) are logged
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ganlab import comparison, tracking
+from ganlab import comparison, model_registry, tracking
 from ganlab.cli import ArgumentParser, run_script
 from ganlab.errors import GanlabError
 
@@ -25,6 +26,8 @@ def main() -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--experiment", help="compare every finished training run of this MLflow experiment")
     source.add_argument("--run-ids", help="compare these training runs (comma-separated ids)")
+    source.add_argument("--model-uris", help="compare the training runs of these MLflow Models (comma-separated "
+                                             f"{model_registry.MODEL_URI_FORMS})")
     parser.add_argument("--smoothing", type=int, default=100, help="moving-average window of the step curves (default: 100)")
     parser.add_argument("--out", type=Path, help="also keep the files in this new (or empty) folder")
     parser.add_argument("--tracking-uri", help="MLflow store (else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
@@ -34,11 +37,14 @@ def main() -> int:
         raise GanlabError(f"--smoothing must be at least 1, got {arguments.smoothing}")
     if arguments.out and arguments.out.exists() and (not arguments.out.is_dir() or any(arguments.out.iterdir())):
         raise GanlabError(f"--out {arguments.out} exists and is not an empty folder; nothing is overwritten")
-    run_ids = [run_id.strip() for run_id in arguments.run_ids.split(",") if run_id.strip()] if arguments.run_ids else None
-    if arguments.run_ids is not None and not run_ids:
-        raise GanlabError("--run-ids is empty")
+    listed = arguments.run_ids if arguments.run_ids is not None else arguments.model_uris
+    run_ids = [entry.strip() for entry in listed.split(",") if entry.strip()] if listed is not None else None
+    if listed is not None and not run_ids:
+        raise GanlabError(f"--{'run-ids' if arguments.run_ids is not None else 'model-uris'} is empty")
 
     client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+    if arguments.model_uris:
+        run_ids = [model_registry.source_run_id(client, model_uri) for model_uri in run_ids]
     runs = comparison.training_runs(client, arguments.experiment, run_ids)
     histories = [comparison.read_history(client, run)
                  for run in tqdm(runs, desc="reading runs", unit="run", disable=arguments.no_progress)]

@@ -3,6 +3,7 @@
     python experiments/evaluate.py --run-id RUN_ID                   # 10k samples, FID, KID, precision, …
     python experiments/evaluate.py --run-id RUN_ID --json            # one JSON object on stdout
     python experiments/evaluate.py --run-id RUN_ID --samples 2000    # quicker, noisier
+    python experiments/evaluate.py --model-uri models:/fashion-gan@champion   # a registered generator
     python experiments/evaluate.py --real-floor                      # 10k real training images: the floor
 
 All numbers are in ganlab's own Fashion-MNIST feature space (fmnist-cnn-v1), against the 10k test images;
@@ -15,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from ganlab import data, metrics, tracking
+from ganlab import data, metrics, model_registry, tracking
 from ganlab.metrics import inception
 from ganlab.metrics.features import generate
 from ganlab.cli import ArgumentParser, run_script
@@ -28,6 +29,8 @@ def main() -> int:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="the training run whose generator to measure")
+    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({model_registry.MODEL_URI_FORMS}); "
+                                            "the numbers go to the run that trained it")
     source.add_argument("--real-floor", action="store_true",
                         help="measure real training images instead of samples: the best a generator can hope for")
     parser.add_argument("--samples", type=int, default=metrics.DEFAULT_SAMPLES, help="generated samples (default: 10000)")
@@ -46,16 +49,18 @@ def main() -> int:
 
     device = resolve_device(arguments.device)
     data_dir = data.resolve_data_dir(arguments.data_dir)
+    if not arguments.real_floor:
+        # --model-uri: measure its generator and log the numbers to the training run it came from.
+        client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+        loaded = model_registry.open_generator(client, arguments.run_id, arguments.model_uri, device)
+        arguments.run_id, generator = loaded.run_id, loaded.generator
     if arguments.features == "inception":
-        return standard_fid(arguments, device, data_dir)
+        return standard_fid(arguments, device, data_dir, None if arguments.real_floor else generator)
     if arguments.real_floor:
         start = time.perf_counter()
         evaluation = metrics.Evaluator(data_dir, device).evaluate_real_training_images(arguments.samples, arguments.seed)
         where = "not logged (no run)"
     else:
-        tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
-        client = tracking.connect(tracking_uri)
-        generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
         start = time.perf_counter()
         evaluation = metrics.Evaluator(data_dir, device).evaluate_generator(
             generator, generator.latent_dim, arguments.samples, arguments.seed)
@@ -66,16 +71,19 @@ def main() -> int:
     seconds = time.perf_counter() - start
 
     if arguments.json:
-        print(json.dumps({"run_id": arguments.run_id, **dataclasses.asdict(evaluation), "seconds": seconds}))
+        print(json.dumps({"run_id": arguments.run_id, "model_uri": arguments.model_uri,
+                          **dataclasses.asdict(evaluation), "seconds": seconds}))
     else:
         rows = "\n".join(f"  {name:<22} {value:.4f}" for name, value in evaluation.metrics.items())
-        subject = "real training images" if arguments.real_floor else f"samples of run {arguments.run_id}"
+        subject = ("real training images" if arguments.real_floor
+                   else f"samples of {arguments.model_uri} (run {arguments.run_id})" if arguments.model_uri
+                   else f"samples of run {arguments.run_id}")
         print(f"{arguments.samples} {subject} in the {metrics.FEATURE_SPACE} feature space against "
               f"{evaluation.protocol['eval.reference']} ({seconds:.1f} s):\n{rows}\n  {where}")
     return 0
 
 
-def standard_fid(arguments: argparse.Namespace, device, data_dir: Path) -> int:
+def standard_fid(arguments: argparse.Namespace, device, data_dir: Path, generator) -> int:
     """FID in Inception-v3 space (needs the weights file), logged as `fid_inception`."""
     weights_path = inception.check_inception_available(arguments.inception_weights)
     data.prepare_fashion_mnist(data_dir)
@@ -84,8 +92,6 @@ def standard_fid(arguments: argparse.Namespace, device, data_dir: Path) -> int:
         train_images, _ = data.load_images(data_dir, train=True)
         fake_images = data.to_training_tensor(train_images[: arguments.samples], "cpu")
     else:
-        tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
-        generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
         fake_images = generate(generator, arguments.samples, generator.latent_dim, arguments.seed, device).cpu()
     fid_inception = inception.inception_fid(data.to_training_tensor(test_images, "cpu"), fake_images, weights_path, device)
     if not arguments.real_floor:
