@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= sqlite:///mlruns/mlflow.db
+SERVE_PORT ?= 5001
 
-.PHONY: demo test data inception ui report clean-venv
+.PHONY: demo test data inception ui serve report clean-venv
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,13 @@ report: data
 
 ui: $(BIN)/.installed
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
+
+# A logged generator over HTTP on 127.0.0.1:$(SERVE_PORT), not the UI's 5000 (docs/models.md):
+# make serve MODEL=models:/fashion-gan@champion. The venv's bin goes on PATH: mlflow runs `uvicorn`.
+serve: $(BIN)/.installed
+	@test -n "$(MODEL)" || { echo "error: give MODEL=models:/NAME@ALIAS (or models:/NAME/VERSION, runs:/RUN_ID/generator)" >&2; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve --model-uri '$(MODEL)' \
+		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

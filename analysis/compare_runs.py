@@ -2,6 +2,7 @@
 
     python analysis/compare_runs.py --experiment fashion-mnist-gan      # every finished training run in it
     python analysis/compare_runs.py --run-ids ID1,ID2,ID3                # these runs
+    python analysis/compare_runs.py --model-uris models:/fashion-gan/1,models:/fashion-gan@champion   # their runs
     python analysis/compare_runs.py --experiment fashion-mnist-gan --out comparison/   # also keep the files
 
 The figures and tables (losses.png, d_outputs.png, fid.png, last_samples.png, table.md, table.csv) are logged
@@ -10,7 +11,7 @@ as a new run tagged ganlab.kind=comparison. Quality numbers are in ganlab's fmni
 
 from tqdm import tqdm
 
-from ganlab import cli, comparison, tracking
+from ganlab import cli, comparison, model_registry, tracking
 from ganlab.cli import ArgumentParser, add_common_flags, run_script, script_parser
 from ganlab.errors import GanlabError
 
@@ -20,6 +21,8 @@ def build_parser() -> ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--experiment", help="compare every finished training run of this MLflow experiment")
     source.add_argument("--run-ids", help="compare these training runs (comma-separated ids)")
+    source.add_argument("--model-uris", help="compare the training runs of these MLflow Models (comma-separated "
+                                             f"{model_registry.MODEL_URI_FORMS})")
     parser.add_argument("--smoothing", type=int, default=100, help="moving-average window of the step curves (default: 100)")
     add_common_flags(parser, out="the files", progress=True)
     return parser
@@ -30,12 +33,15 @@ def main() -> int:
     if arguments.smoothing < 1:
         raise GanlabError(f"--smoothing must be at least 1, got {arguments.smoothing}")
     cli.empty_folder(arguments.out)
-    run_ids = [run_id.strip() for run_id in arguments.run_ids.split(",") if run_id.strip()] if arguments.run_ids else None
-    if arguments.run_ids is not None and not run_ids:
-        raise GanlabError("--run-ids is empty")
+    listed = arguments.run_ids if arguments.run_ids is not None else arguments.model_uris
+    run_ids = [entry.strip() for entry in listed.split(",") if entry.strip()] if listed is not None else None
+    if listed is not None and not run_ids:
+        raise GanlabError(f"--{'run-ids' if arguments.run_ids is not None else 'model-uris'} is empty")
 
     tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
     client = tracking.connect(tracking_uri)
+    if arguments.model_uris:
+        run_ids = [model_registry.source_run_id(client, model_uri) for model_uri in run_ids]
     runs = comparison.training_runs(client, arguments.experiment, run_ids)
     histories = [comparison.read_history(client, run)
                  for run in tqdm(runs, desc="reading runs", unit="run", disable=arguments.no_progress)]

@@ -6,6 +6,7 @@
     python analysis/latent_effects.py --run-id RUN_ID --set 1=0,10,100 --set 70=-10,10,100 --set 99=-50,-10,10
     python analysis/latent_effects.py --run-id RUN_ID --z-file z.npy         # your own latent batch [N, 100]
     python analysis/latent_effects.py --run-id RUN_ID --out latent-study/    # also keep the files here
+    python analysis/latent_effects.py --model-uri models:/fashion-gan@champion   # a registered generator
 
 Dims are 0-based indices: a report's "2nd, 71st, 100th number" are dims 1, 70, 99. Flags given beside --preset
 override it. Classes are predicted by ganlab's fmnist-cnn-v1 classifier. The results go to a new run in the source
@@ -16,7 +17,7 @@ import dataclasses
 
 from tqdm import tqdm
 
-from ganlab import cli, tracking
+from ganlab import cli, model_registry, tracking
 from ganlab.cli import ArgumentParser, add_common_flags, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.claims import SourceRun
 from ganlab.errors import GanlabError
@@ -27,7 +28,10 @@ from ganlab.devices import resolve_device
 
 def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
-    parser.add_argument("--run-id", required=True, help="the training run whose generator to study")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", help="the training run whose generator to study")
+    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({model_registry.MODEL_URI_FORMS}); "
+                                            "the study is linked to the run that trained it")
     add_config_arguments(parser, LatentStudyConfig)
     add_common_flags(parser, device=True, out="the files", progress=True)
     parser.add_argument("--experiment", help="log to this experiment (default: the source run's)")
@@ -45,8 +49,8 @@ def main() -> int:
     device = resolve_device(arguments.device)
     tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
     client = tracking.connect(tracking_uri)
-    source_run = tracking.get_run(client, arguments.run_id)
-    generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
+    loaded = model_registry.open_generator(client, arguments.run_id, arguments.model_uri, device)
+    source_run, generator = tracking.get_run(client, loaded.run_id), loaded.generator
     total = planned_effect_count(config, generator.latent_dim)  # also checks every setting before a run exists
     classifier = load_classifier(device)
 
@@ -54,9 +58,9 @@ def main() -> int:
         else source_run.info.experiment_id
     with tracking.derived_run(
             client, experiment_id, "latent-analysis", "analysis/latent_effects.py",
-            {**dataclasses.asdict(config), "source_run_id": arguments.run_id, "feature_space": FEATURE_SPACE,
-             "device": str(device)},
-            run_name="latent-analysis", tags={**tracking.source_tags(source_run),
+            {**dataclasses.asdict(config), "source_run_id": loaded.run_id, "feature_space": FEATURE_SPACE,
+             "device": str(device), **({"source_model_uri": arguments.model_uri} if arguments.model_uri else {})},
+            run_name=f"latent-study-of-{source_run.info.run_name}", tags={**tracking.source_tags(source_run),
                                               "ganlab.preset": config.preset or "none"},
             out=arguments.out) as derived:
         with tqdm(total=total, desc="latent effects", unit="effect", disable=arguments.no_progress) as progress:
@@ -65,7 +69,8 @@ def main() -> int:
 
     artifact_dir = tracking.local_artifact_dir(client, derived.run_id)
     findings = (artifact_dir / "summary.md") if artifact_dir else "summary.md in the run's artifacts"
-    print(f"latent study of run {arguments.run_id} logged as run {derived.run_id} ({total} measured effects)\n"
+    subject = f"{arguments.model_uri} (run {loaded.run_id})" if arguments.model_uri else f"run {loaded.run_id}"
+    print(f"latent study of {subject} logged as run {derived.run_id} ({total} measured effects)\n"
           f"  findings: {findings}\n"
           + (f"  files: {arguments.out}\n" if arguments.out else "")
           + f"  {tracking.ui_hint(experiment_id, derived.run_id, tracking_uri)}")

@@ -4,6 +4,7 @@
     python experiments/benchmark.py --arch cnn --steps 200 --repeats 1   # the CNN, shorter
     python experiments/benchmark.py --device cpu --json    # one JSON object on stdout
     python experiments/benchmark.py --arch cnn --precision bf16 --steps 150 --repeats 1   # bf16 autocast vs fp32
+    python experiments/benchmark.py --system-metrics --repeats 6   # what train.py --system-metrics costs per step
 
 Every figure comes from this one run on this one device: the reference loop (torchvision dataset, per-image
 transforms, DataLoader, `.item()` per step), ganlab's loop untracked and tracked, and one 10k-sample evaluation.
@@ -35,6 +36,15 @@ def main() -> int:
     run_id, ui_hint = log_benchmark_run(config, results)
     if arguments.json:
         print(json.dumps({**results, "run_id": run_id}))
+        return 0
+    if config.system_metrics:
+        print(f"{config.arch} on {results['device']} in {results['precision_resolved']}, batch {config.batch_size}, "
+              f"{config.steps} steps per loop, {config.repeats} rounds\n"
+              f"  ganlab, tracked                   {results['ganlab_images_per_s']:>9.0f} images/s (median)\n"
+              f"  ganlab, tracked, system metrics   {results['system_metrics_images_per_s']:>9.0f} images/s (median)\n"
+              f"  the monitor costs {100 * results['system_metrics_overhead']:+.1f}% per step (median of the rounds' "
+              f"ratios {results['system_metrics_overhead_rounds']})\n"
+              f"logged as run {run_id}; {ui_hint}")
         return 0
     print(f"{config.arch} on {results['device']} in {results['precision_resolved']} "
           f"(native bf16: {results['native_bf16']}), batch {config.batch_size}, {config.steps} steps per loop, "

@@ -3,6 +3,7 @@
     python experiments/evaluate.py --run-id RUN_ID                   # 10k samples, FID, KID, precision, …
     python experiments/evaluate.py --run-id RUN_ID --json            # one JSON object on stdout
     python experiments/evaluate.py --run-id RUN_ID --samples 2000    # quicker, noisier
+    python experiments/evaluate.py --model-uri models:/fashion-gan@champion   # a registered generator
     python experiments/evaluate.py --real-floor                      # 10k real training images: the floor
     python experiments/evaluate.py --run-id RUN_ID --features inception   # standard FID/KID (after `make inception`)
 
@@ -16,7 +17,7 @@ import dataclasses
 import json
 import time
 
-from ganlab import data, metrics, tracking
+from ganlab import data, metrics, model_registry, tracking
 from ganlab.cli import ArgumentParser, add_common_flags, run_script, script_parser
 from ganlab.errors import GanlabError
 from ganlab.devices import resolve_device
@@ -27,6 +28,8 @@ def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="the training run whose generator to measure")
+    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({model_registry.MODEL_URI_FORMS}); "
+                                            "the numbers go to the run that trained it")
     source.add_argument("--real-floor", action="store_true",
                         help="measure real training images instead of samples: the best a generator can hope for")
     parser.add_argument("--samples", type=int, default=metrics.DEFAULT_SAMPLES, help="generated samples (default: 10000)")
@@ -51,9 +54,10 @@ def main() -> int:
     data_dir = data.resolve_data_dir(arguments.data_dir)
     generator = None
     if not arguments.real_floor:  # the run first: a wrong id must not wait for the reference features
-        tracking_uri = tracking.resolve_tracking_uri(arguments.tracking_uri)
-        client = tracking.connect(tracking_uri)
-        generator = tracking.load_generator(arguments.run_id, tracking_uri, device)
+        client = tracking.connect(tracking.resolve_tracking_uri(arguments.tracking_uri))
+        # --model-uri: measure its generator and log the numbers to the training run it came from.
+        loaded = model_registry.open_generator(client, arguments.run_id, arguments.model_uri, device)
+        arguments.run_id, generator = loaded.run_id, loaded.generator
     start = time.perf_counter()
     if arguments.features == "inception":
         evaluator = inception.InceptionEvaluator(data_dir, device, arguments.reference_images,
@@ -76,10 +80,13 @@ def main() -> int:
     seconds = time.perf_counter() - start
 
     if arguments.json:
-        print(json.dumps({"run_id": arguments.run_id, **dataclasses.asdict(evaluation), "seconds": seconds}))
+        print(json.dumps({"run_id": arguments.run_id, "model_uri": arguments.model_uri,
+                          **dataclasses.asdict(evaluation), "seconds": seconds}))
     else:
         rows = "\n".join(f"  {name:<22} {value:.4f}" for name, value in evaluation.metrics.items())
-        subject = "real training images" if arguments.real_floor else f"samples of run {arguments.run_id}"
+        subject = ("real training images" if arguments.real_floor
+                   else f"samples of {arguments.model_uri} (run {arguments.run_id})" if arguments.model_uri
+                   else f"samples of run {arguments.run_id}")
         print(f"{arguments.samples} {subject} in the {feature_space} feature space against "
               f"{evaluation.protocol[reference_tag]} ({seconds:.1f} s):\n{rows}\n  {where}")
     return 0

@@ -6,6 +6,7 @@
     python experiments/train.py --arch cnn --print-models   # print(D), print(G) and parameter counts
     python experiments/train.py --resume RUN_ID             # continue an interrupted run
     python experiments/train.py --arch mlp --max-steps 50   # a smoke run
+    python experiments/train.py --arch cnn --register-model fashion-gan   # also a registry version (docs/models.md)
     torchrun --nproc-per-node 2 experiments/train.py --arch cnn   # data-parallel on 2 GPUs (gloo on CPUs)
 
 Open the runs with `make ui` (http://127.0.0.1:5000).
@@ -14,7 +15,7 @@ Open the runs with `make ui` (http://127.0.0.1:5000).
 import dataclasses
 
 import ganlab.models
-from ganlab import distributed, tracking
+from ganlab import distributed, model_registry, tracking
 from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields, run_script, script_parser
 from ganlab.errors import GanlabError, TrainingInterrupted
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, config_of_run, train
@@ -60,11 +61,16 @@ def main() -> int:
 
     if not distributed.ranks_from_environment().is_main:
         return 0  # rank 0 reports for the whole torchrun job
+    tracking_uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    registration = model_registry.registration_of(tracking.connect(tracking_uri), result.run_id,
+                                                  config.register_model) if config.register_model else None
     losses = ", ".join(f"{name}={value:.3f}" for name, value in result.final_step_values.items())
     print(f"run {result.run_id} ({config.arch}, {result.precision}) finished in {result.wall_seconds:.1f} s: "
           f"{losses}\n"
           f"  artifacts: {result.artifact_uri}\n"
-          f"  {tracking.ui_hint(result.experiment_id, result.run_id, tracking.resolve_tracking_uri(config.tracking_uri))}")
+          f"  MLflow Model: runs:/{result.run_id}/{model_registry.MODEL_NAME} (serve it: docs/models.md)\n"
+          + (f"  {registration.summary()}\n" if registration else "")
+          + f"  {tracking.ui_hint(result.experiment_id, result.run_id, tracking_uri)}")
     return 0
 
 

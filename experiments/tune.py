@@ -5,6 +5,7 @@
     python experiments/tune.py --remedies                        # also label smoothing, instance noise, D interval
     python experiments/tune.py --study-name cnn-fid --trials 30  # resume the study up to 30 finished trials
     python experiments/tune.py --retrain-best --epochs 20        # then train the best params as a full run
+    python experiments/tune.py --retrain-best --register-model fashion-gan   # … and register it (docs/models.md)
     python experiments/tune.py --storage postgresql://ganlab@db-host/optuna --worker 1   # join a shared study
     python experiments/tune.py --pruner none --study-name NAME   # full curves; then analysis/replay_pruners.py
 
@@ -46,6 +47,8 @@ def main() -> int:
               f"{confirmation['mean']:.3f} ± {confirmation['std']:.3f}")
     if result.retrained_run_id:
         print(f"  retrained: run {result.retrained_run_id}")
+    if result.registration:
+        print(f"  {result.registration.summary()}")
     print(f"  {tracking.ui_hint(result.experiment_id, result.parent_run_id, tracking.resolve_tracking_uri(config.tracking_uri))}")
     return 0
 

@@ -5,13 +5,16 @@ with per-image transforms behind a DataLoader, numpy latents, and every step's l
 to the host with `.item()` for the curves. ganlab's loop is `ganlab.train.train` itself, timed twice: with
 no tracking, and tracked into a throwaway SQLite store like the default one, which prices the tracking.
 Shared machines drift by ±20% from minute to minute, so the three loops take turns, `--repeats` times, and
-every figure is the median.
+every figure is the median. `--system-metrics` asks another question: what MLflow's system-metrics monitor
+(`train.py --system-metrics`) costs per step; it times the tracked loop with and without it, in turn.
 """
 
 import dataclasses
 import datetime
+import json
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,7 @@ class BenchmarkConfig:
     repeats: int = option(3, "rounds of the three loops, taken in turn; figures are medians")
     batch_size: int = option(64, "images per step, both loops")
     eval_samples: int = option(10_000, "generated samples for the evaluation timing (0: skip it)")
+    system_metrics: bool = option(False, "instead, time the tracked loop with and without --system-metrics")
     seed: int = option(0, "seeds both loops")
     data_dir: str | None = option(None, DATA_DIR_HELP)
     experiment: str = option("ganlab-benchmarks", "MLflow experiment of the benchmark run")
@@ -136,15 +140,21 @@ def time_reference_loop(config: BenchmarkConfig, device: torch.device, show_prog
     return Timing(steps_done, seconds, config.batch_size)
 
 
-def time_ganlab_loop(config: BenchmarkConfig, tracked: bool, show_progress: bool = False) -> Timing:
+def time_ganlab_loop(config: BenchmarkConfig, tracked: bool, show_progress: bool = False,
+                     system_metrics: bool = TrainConfig.system_metrics) -> Timing:
     """`config.steps` steps of `ganlab.train.train` (no evaluation); tracked runs go to a throwaway store."""
     with tempfile.TemporaryDirectory(prefix="ganlab-benchmark-") as scratch:
         train_config = TrainConfig(arch=config.arch, batch_size=config.batch_size, seed=config.seed,
                                    device=config.device, precision=config.precision, eval_every=0,
                                    max_steps=config.steps,
                                    epochs=-(-config.steps * config.batch_size // IMAGES_PER_EPOCH),
-                                   data_dir=config.data_dir, tracking_uri=f"sqlite:///{Path(scratch) / 'mlflow.db'}")
+                                   data_dir=config.data_dir, tracking_uri=f"sqlite:///{Path(scratch) / 'mlflow.db'}",
+                                   system_metrics=system_metrics)
         result = train(train_config, show_progress=show_progress, track=tracked)
+        # The monitor stops once it sees the run ended (within its sampling interval): not during the next loop.
+        for thread in threading.enumerate():
+            if thread.name == "SystemMetricsMonitor":
+                thread.join()
     return Timing(result.steps_run, result.step_seconds, config.batch_size, result.wall_seconds)
 
 
@@ -164,18 +174,15 @@ def run_benchmark(config: BenchmarkConfig, show_progress: bool = False) -> dict[
     config.validate()
     device = resolve_device(config.device)
     data.prepare_fashion_mnist(data.resolve_data_dir(config.data_dir))
+    if config.system_metrics:
+        return price_system_metrics(config, device, show_progress)
     rounds = [(time_reference_loop(config, device, show_progress),
                time_ganlab_loop(config, tracked=False, show_progress=show_progress),
                time_ganlab_loop(config, tracked=True, show_progress=show_progress))
               for _ in range(config.repeats)]
     reference, untracked, tracked = (_median_timing([timings[loop] for timings in rounds]) for loop in range(3))
     results: dict[str, float | str] = {
-        "device": device_name(device),
-        "device_type": device.type,
-        "machine": machine_description(device),
-        "date": datetime.date.today().isoformat(),
-        "precision_resolved": resolve_precision(config.precision, device),
-        "native_bf16": str(has_native_bf16(device)),
+        **_where_and_how(config, device),
         "reference_images_per_s": reference.images_per_second,
         "reference_epoch_seconds": reference.epoch_seconds,
         "ganlab_images_per_s": tracked.images_per_second,
@@ -190,6 +197,33 @@ def run_benchmark(config: BenchmarkConfig, show_progress: bool = False) -> dict[
     if config.eval_samples:
         results["eval_seconds"] = time_evaluation(config, device)
     return results
+
+
+def price_system_metrics(config: BenchmarkConfig, device: torch.device, show_progress: bool = False
+                         ) -> dict[str, float | str]:
+    """The tracked loop without and with the system-metrics monitor, in turn (which goes first alternates), and the
+    monitor's cost per step: the median of the rounds' own ratios, since the machine drifts less within a round."""
+    rounds = []
+    for round_number in range(config.repeats):
+        order = (False, True) if round_number % 2 == 0 else (True, False)
+        timings = {monitored: time_ganlab_loop(config, tracked=True, show_progress=show_progress,
+                                               system_metrics=monitored) for monitored in order}
+        rounds.append((timings[False], timings[True]))
+    ratios = sorted(monitored.seconds / plain.seconds - 1 for plain, monitored in rounds)
+    plain, monitored = (_median_timing([timings[loop] for timings in rounds]) for loop in range(2))
+    return {**_where_and_how(config, device),
+            "ganlab_images_per_s": plain.images_per_second,
+            "system_metrics_images_per_s": monitored.images_per_second,
+            "system_metrics_overhead": ratios[len(ratios) // 2],
+            "system_metrics_overhead_rounds": json.dumps([round(ratio, 4) for ratio in ratios])}
+
+
+def _where_and_how(config: BenchmarkConfig, device: torch.device) -> dict[str, str]:
+    """The machine, the date and the precision every benchmark result names."""
+    return {"device": device_name(device), "device_type": device.type, "machine": machine_description(device),
+            "date": datetime.date.today().isoformat(),
+            "precision_resolved": resolve_precision(config.precision, device),
+            "native_bf16": str(has_native_bf16(device))}
 
 
 def _median_timing(timings: list[Timing]) -> Timing:

@@ -27,7 +27,7 @@ from mlflow import MlflowClient  # noqa: E402
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from ganlab import devices, tracking  # noqa: E402
+from ganlab import devices, model_registry, tracking  # noqa: E402
 from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, option  # noqa: E402
 from ganlab.errors import GanlabError, TrainingFailed, first_line  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
@@ -88,6 +88,8 @@ class TuneConfig:
                                      "plots into this folder, e.g. results/cnn-balance/STUDY (default: only to the MLflow run)")
     retrain_best: bool = option(False, "after the study, train the best params for --epochs as a full run")
     epochs: int = option(20, "epochs of the --retrain-best run")
+    register_model: str | None = option(None, "register the --retrain-best run's G under this MLflow model name; "
+                                        "`champion` moves to it if its FID is the lowest (docs/models.md)")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
     precision: str = option("auto", "bf16 autocast or fp32 for every trial; auto: bf16 where the hardware has "
                             "native bf16, else fp32", choices=["auto", "fp32", "bf16"])
@@ -108,6 +110,9 @@ class TuneConfig:
             if value is not None and value <= 0:
                 raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
         self.trial_config({name: low for name, (_, low, _) in self.space().items()}, self.seed).validate()
+        model_registry.check_model_name(self.register_model)
+        if self.register_model and not self.retrain_best:
+            raise GanlabError("--register-model registers the --retrain-best run; add --retrain-best")
 
     def trial_config(self, point: dict, seed: int, run_name: str | None = None) -> TrainConfig:
         """The training settings of one trial: the point in the space, every epoch evaluated."""
@@ -145,6 +150,7 @@ class TuneResult:
     best: list[dict]  # one entry per best trial (the Pareto front for `both`)
     confirmation: dict | None
     retrained_run_id: str | None
+    registration: model_registry.Registration | None = None  # of the retrained run, with --register-model
 
 
 def suggest(trial: optuna.Trial, space: dict[str, tuple]) -> dict[str, float | int]:
@@ -205,8 +211,12 @@ def run_study(config: TuneConfig, show_progress: bool = True,
         _log_study_artifacts(client, parent_run_id, study, config, best, confirmation)
         retrained = _retrain_best(best[0], config, client, experiment_id, show_progress) \
             if best and config.retrain_best else None
+        # A reused retrain (a rerun of the command) is registered too; an existing version of it is kept.
+        registration = model_registry.register_generator(client, retrained, config.register_model) \
+            if retrained and config.register_model else None
         finished = len(study.get_trials(deepcopy=False, states=finished_states))
-    return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained)
+    return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained,
+                      registration)
 
 
 def open_storage(url: str, attempts: int = 3) -> RDBStorage:

@@ -1,10 +1,16 @@
 """Helpers shared by the tests that run ganlab's scripts as real subprocesses against a real MLflow store."""
 
+import contextlib
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,3 +93,61 @@ def require_inception_weights() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 300):
+    """A real server process (its own process group) that answers `ready_url`; stopped on the way out.
+
+    The timeout is generous: MLflow's servers import a lot, and CI machines have 2 busy cores."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=5):
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            assert process.poll() is None, f"server exited ({process.returncode}): {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no answer at {ready_url} in {timeout} s: {log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def chromium_driver():
+    """Debian's chromium and chromedriver through Selenium; skipped where missing unless CI requires them."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        message = "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("GANLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1300,3000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=options)

@@ -107,7 +107,8 @@ def script_command(script: str, arguments: list[str], store_dir: Path, store_uri
 
 
 @pytest.mark.parametrize("script, arguments, fragment", CASES,
-                         ids=[f"{script.split('/')[1]}:{' '.join(arguments)[:40]}" for script, arguments, _ in CASES])
+                         ids=[f"{script.split('/')[1]}:{' '.join(arguments).replace(UNREACHABLE, 'UNREACHABLE')[:40]}"
+                              for script, arguments, _ in CASES])  # the same ids in every xdist worker
 def test_bad_input_is_one_line_and_a_nonzero_exit(repo_root, data_dir, store, script, arguments, fragment):
     store_dir, store_uri, run_id, study_run_id = store
     arguments = [run_id if argument == RUN else study_run_id if argument == STUDY_RUN else argument

@@ -37,6 +37,18 @@ def test_small_benchmark_prints_json_and_logs_a_benchmark_run(repo_root, data_di
     assert client.get_experiment_by_name("fashion-mnist-gan") is None
 
 
+def test_the_system_metrics_benchmark_times_the_tracked_loop_with_and_without_the_monitor(repo_root, data_dir,
+                                                                                         tmp_path):
+    result = run_benchmark(repo_root, data_dir, "--system-metrics", "--steps", "10", "--repeats", "1", "--device", "cpu",
+                           "--json", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ganlab_images_per_s"] > 0 and report["system_metrics_images_per_s"] > 0
+    (ratio,) = json.loads(report["system_metrics_overhead_rounds"])
+    assert report["system_metrics_overhead"] == pytest.approx(ratio, abs=1e-4) and ratio > -1
+    assert "reference_images_per_s" not in report  # only the two tracked loops ran
+
+
 def test_bad_benchmark_settings_are_one_line_errors(repo_root, data_dir, tmp_path):
     result = run_benchmark(repo_root, data_dir, "--steps", "0", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db")
     assert_one_line_error(result, "--steps")

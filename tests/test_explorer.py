@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, run_train
-from test_report import chromium_driver
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_train
 
 from ganlab import explorer, explorer_server
 from ganlab.latent import base_latents

@@ -2,16 +2,14 @@
 
 import csv
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_train
 
 COMPARISON_FILES = {"losses.png", "d_outputs.png", "fid.png", "last_samples.png", "table.csv", "table.md"}
 
@@ -78,26 +76,6 @@ def test_compare_runs_refuses_a_run_that_is_not_training(repo_root, lab_store):
     result = run_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, "--run-ids",
                         study.info.run_id)
     assert_one_line_error(result, "is not a ganlab training run")
-
-
-def chromium_driver():
-    """Debian's chromium and chromedriver through Selenium; skipped where missing unless CI requires them."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        message = "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
-        if os.environ.get("GANLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1300,3000"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
 def test_report_opens_in_chromium_with_every_image_decoded(repo_root, lab_store, tmp_path):

@@ -148,10 +148,11 @@ def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(data_dir, tmp_path):
         assert [metric.step for metric in client.get_metric_history(trial_run.info.run_id, "fid")] == [1]
 
 
-def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained(data_dir, tmp_path):
+def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained_and_registered(data_dir, tmp_path):
     config = TuneConfig(arch="mlp-small", trials=2, epochs_per_trial=1, train_images=640, eval_samples=500,
                         objective="both", retrain_best=True, epochs=2, storage=f"sqlite:///{tmp_path}/optuna.db",
-                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(data_dir))
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(data_dir),
+                        register_model="tuned-gan")
     result = run_study(config, show_progress=False)
     assert 1 <= len(result.best) <= 2 and all(len(best["values"]) == 2 for best in result.best)
     client = MlflowClient(config.tracking_uri)
@@ -161,6 +162,9 @@ def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained(data_dir,
     assert retrained.data.tags["ganlab.tuned_from"] == "mlp-small-both" and "mlflow.parentRunId" not in retrained.data.tags
     assert retrained.data.params["epochs"] == "2" and "model/generator.safetensors" in artifact_paths(
         client, result.retrained_run_id)
+    registration = result.registration  # --register-model: its first version with an FID is the champion
+    assert (registration.version, registration.champion_version) == ("1", "1") and registration.fid > 0
+    assert client.get_model_version("tuned-gan", "1").run_id == result.retrained_run_id
 
     # Asking again reuses the retrained run; an interrupted retrain is resumed, not started over.
     assert run_study(config, show_progress=False).retrained_run_id == result.retrained_run_id
@@ -168,6 +172,7 @@ def test_both_objectives_give_a_pareto_front_and_the_best_is_retrained(data_dir,
     assert run_study(config, show_progress=False).retrained_run_id == result.retrained_run_id
     assert client.get_run(result.retrained_run_id).info.status == "FINISHED"
     assert len(client.search_runs([retrained.info.experiment_id], "tags.`ganlab.tuned_from` = 'mlp-small-both'")) == 1
+    assert len(client.search_model_versions("name = 'tuned-gan'")) == 1  # the reused retrain, registered once
 
 
 def test_runs_of_trials_whose_worker_died_are_closed(tmp_path):
