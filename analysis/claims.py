@@ -75,10 +75,9 @@ def main() -> int:
 
     artifact_dir = tracking.local_artifact_dir(client, run_id)
     findings = (artifact_dir / "claims.md") if artifact_dir else "claims.md in the run's artifacts"
-    print(f"{verdict_table}\nclaims tested on {len(runs)} generators, logged as run {run_id}\n"
-          f"  verdicts and evidence: {findings}\n"
-          + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  {tracking.ui_hint(experiment_id, run_id, tracking_uri)}")
+    print(verdict_table)
+    print(tracking.closing_lines(f"claims tested on {len(runs)} generators, logged as run {run_id}", experiment_id,
+                                 run_id, tracking_uri, arguments.out, (f"verdicts and evidence: {findings}",)))
     return 0
 
 

@@ -58,9 +58,8 @@ def main() -> int:
         derived.metrics = {"runs_compared": float(len(runs))}
 
     print(table, end="")
-    print(f"compared {len(runs)} runs; logged as run {derived.run_id}\n"
-          + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  {tracking.ui_hint(experiment_id, derived.run_id, tracking_uri)}")
+    print(tracking.closing_lines(f"compared {len(runs)} runs; logged as run {derived.run_id}", experiment_id,
+                                 derived.run_id, tracking_uri, arguments.out))
     return 0
 
 

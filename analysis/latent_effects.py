@@ -28,10 +28,7 @@ from ganlab.devices import resolve_device
 
 def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-id", help="the training run whose generator to study")
-    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({model_registry.MODEL_URI_FORMS}); "
-                                            "the study is linked to the run that trained it")
+    model_registry.add_generator_flags(parser, "to study", "the study is linked to the run that trained it")
     add_config_arguments(parser, LatentStudyConfig)
     add_common_flags(parser, device=True, out="the files", progress=True)
     parser.add_argument("--experiment", help="log to this experiment (default: the source run's)")
@@ -70,10 +67,8 @@ def main() -> int:
     artifact_dir = tracking.local_artifact_dir(client, derived.run_id)
     findings = (artifact_dir / "summary.md") if artifact_dir else "summary.md in the run's artifacts"
     subject = f"{arguments.model_uri} (run {loaded.run_id})" if arguments.model_uri else f"run {loaded.run_id}"
-    print(f"latent study of {subject} logged as run {derived.run_id} ({total} measured effects)\n"
-          f"  findings: {findings}\n"
-          + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  {tracking.ui_hint(experiment_id, derived.run_id, tracking_uri)}")
+    print(tracking.closing_lines(f"latent study of {subject} logged as run {derived.run_id} ({total} measured effects)",
+                                 experiment_id, derived.run_id, tracking_uri, arguments.out, (f"findings: {findings}",)))
     return 0
 
 

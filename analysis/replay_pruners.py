@@ -63,9 +63,9 @@ def main() -> int:
                            for name in ("epochs_share", "best_kept_share", "regret")}
 
     print(table, end="")
-    print(f"replayed {curves.shape[0]} trials of study {arguments.study_name!r}; logged as run {derived.run_id}\n"
-          + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  {tracking.ui_hint(derived.experiment_id, derived.run_id, tracking_uri)}")
+    print(tracking.closing_lines(
+        f"replayed {curves.shape[0]} trials of study {arguments.study_name!r}; logged as run {derived.run_id}",
+        derived.experiment_id, derived.run_id, tracking_uri, arguments.out))
     return 0
 
 

@@ -72,9 +72,9 @@ def main() -> int:
     for arm, answer in summary["answer"].items():
         print(f"{arm}: FID {answer['fid_ratio_to_reports']:.2f}× the reports' arm; "
               f"D loss still falling over the last epochs: {answer['d_loss_still_falling']}")
-    print(f"compared {len(arms)} arms × {len(seeds)} seeds; logged as run {run_id}\n"
-          + (f"  files: {arguments.out}\n" if arguments.out else "")
-          + f"  {tracking.ui_hint(experiment_id, run_id, tracking.resolve_tracking_uri(arguments.tracking_uri))}")
+    print(tracking.closing_lines(f"compared {len(arms)} arms × {len(seeds)} seeds; logged as run {run_id}",
+                                 experiment_id, run_id, tracking.resolve_tracking_uri(arguments.tracking_uri),
+                                 arguments.out))
     return 0
 
 

@@ -26,10 +26,7 @@ from ganlab.metrics import inception
 
 def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run-id", help="the training run whose generator to measure")
-    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({model_registry.MODEL_URI_FORMS}); "
-                                            "the numbers go to the run that trained it")
+    source = model_registry.add_generator_flags(parser, "to measure", "the numbers go to the run that trained it")
     source.add_argument("--real-floor", action="store_true",
                         help="measure real training images instead of samples: the best a generator can hope for")
     parser.add_argument("--samples", type=int, default=metrics.DEFAULT_SAMPLES, help="generated samples (default: 10000)")

@@ -63,7 +63,7 @@ def prepare_fashion_mnist(root: Path, *, system_dir: Path = SYSTEM_DATA_DIR, all
         path = target_dir / name
         if not path.exists():
             missing.append(name)
-        elif _md5_of_file(path) != expected_md5:
+        elif file_digest(path) != expected_md5:
             raise GanlabError(f"{path} is corrupt (MD5 differs from the published {expected_md5}); delete it and "
                               f"run again to re-import it")
     if not missing:
@@ -163,7 +163,7 @@ def _extract_verified(gz_path: Path, raw_path: Path, expected_md5: str) -> None:
                     target.write(chunk)
         except (OSError, EOFError, zlib.error) as error:
             raise GanlabError(f"{gz_path} is corrupt ({first_line(error)}); {_FIXES}") from error
-        content_md5 = _md5_of_file(temporary_path)
+        content_md5 = file_digest(temporary_path)
         if content_md5 != expected_md5:
             raise GanlabError(f"{gz_path} is corrupt: its content's MD5 is {content_md5}, the published one is "
                               f"{expected_md5}; {_FIXES}")
@@ -172,8 +172,9 @@ def _extract_verified(gz_path: Path, raw_path: Path, expected_md5: str) -> None:
         temporary_path.unlink(missing_ok=True)
 
 
-def _md5_of_file(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MB chunks (md5 for the dataset's published sums, sha256 for weights)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)

@@ -7,6 +7,7 @@ safetensors + JSON with a signature, an input example, pinned requirements and t
 `mlflow models serve` serves it and another project loads it with `mlflow.pyfunc.load_model`. Nothing is pickled.
 """
 
+import argparse
 import json
 import logging
 import re
@@ -299,6 +300,15 @@ class LoadedGenerator:
     model_uri: str | None  # as given, when it came from --model-uri
 
 
+def add_generator_flags(parser: argparse.ArgumentParser, purpose: str, where_results_go: str):
+    """--run-id or --model-uri, one of them: the two ways a script names the generator it works on."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", help=f"the training run whose generator {purpose}")
+    source.add_argument("--model-uri", help=f"the generator of this MLflow Model ({MODEL_URI_FORMS}); "
+                                            f"{where_results_go}")
+    return source
+
+
 def open_generator(client: MlflowClient, run_id: str | None = None, model_uri: str | None = None,
                    device: str | torch.device = "cpu") -> LoadedGenerator:
     """The generator behind `--run-id RUN_ID` or `--model-uri URI` (one of them), rebuilt from safetensors + JSON."""
@@ -345,21 +355,15 @@ def _resolve_logged_model(client: MlflowClient, model_uri: str):
     by_alias = re.fullmatch(r"([^/@]+)@([^/@]+)", reference)
     by_version = re.fullmatch(r"([^/@]+)/(\d+)", reference)
     try:
-        if by_alias:
-            name, alias = by_alias.groups()
+        if by_alias or by_version:
+            name, alias_or_number = (by_alias or by_version).groups()
             _require_registered_model(client, name, model_uri)
+            find, missing = ((client.get_model_version_by_alias, f"alias {alias_or_number!r}") if by_alias
+                             else (client.get_model_version, f"version {alias_or_number}"))
             try:
-                version = client.get_model_version_by_alias(name, alias)
+                version = find(name, alias_or_number)
             except MlflowException as error:
-                raise GanlabError(f"{model_uri}: model {name!r} has no alias {alias!r}") from error
-            model_id = version.tags.get("ganlab.model_id")
-        elif by_version:
-            name, number = by_version.groups()
-            _require_registered_model(client, name, model_uri)
-            try:
-                version = client.get_model_version(name, number)
-            except MlflowException as error:
-                raise GanlabError(f"{model_uri}: model {name!r} has no version {number}") from error
+                raise GanlabError(f"{model_uri}: model {name!r} has no {missing}") from error
             model_id = version.tags.get("ganlab.model_id")
         elif re.fullmatch(r"m-[0-9a-f]+", reference):
             model_id = reference

@@ -133,6 +133,13 @@ def ui_hint(experiment_id: str, run_id: str, tracking_uri: str | None) -> str:
     return f"MLflow UI: {url}" if is_server(tracking_uri) else f"MLflow UI: `make ui`, then {url}"
 
 
+def closing_lines(headline: str, experiment_id: str, run_id: str, tracking_uri: str | None,
+                  out: Path | None = None, details: tuple[str, ...] = ()) -> str:
+    """A script's last lines: its headline (which names the run), details, the --out folder and how to open the UI."""
+    return "\n".join([headline, *(f"  {detail}" for detail in details),
+                      *([f"  files: {out}"] if out else []), f"  {ui_hint(experiment_id, run_id, tracking_uri)}"])
+
+
 def is_server(tracking_uri: str | None) -> bool:
     """Whether the store is a tracking server (http or https) rather than a local database or folder."""
     return bool(tracking_uri) and urlparse(tracking_uri).scheme in ("http", "https")

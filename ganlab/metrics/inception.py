@@ -12,7 +12,6 @@ images on 2 idle cores (bf16 took 22× longer there: no AMX, no AVX-512 BF16). S
 runs it on a few dozen images, and the test images' features are cached, keyed by the weights' hash.
 """
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -52,12 +51,8 @@ def inception_dir() -> Path:
 
 
 def sha256_of_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file."""
+    return data.file_digest(path, "sha256")
 
 
 def load_inception(device: torch.device | str = "cpu", weights_path: Path | None = None) -> InceptionV3Features:
