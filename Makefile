@@ -27,8 +27,10 @@ demo: data
 inception: $(BIN)/.installed
 	$(BIN)/python -m ganlab.metrics.inception_setup
 
+# One pytest-xdist worker per core by default (TEST_WORKERS=1 for one process); a test file stays in one worker.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: data inception
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The whole lab as one HTML file: trains what is missing (short CPU defaults), studies, writes report.html.
 report: data

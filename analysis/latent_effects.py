@@ -57,7 +57,7 @@ def main() -> int:
             client, experiment_id, "latent-analysis", "analysis/latent_effects.py",
             {**dataclasses.asdict(config), "source_run_id": loaded.run_id, "feature_space": FEATURE_SPACE,
              "device": str(device), **({"source_model_uri": arguments.model_uri} if arguments.model_uri else {})},
-            run_name=f"latent-study-of-{source_run.info.run_name}", tags={**tracking.source_tags(source_run),
+            run_name=f"latent-analysis-{source_run.info.run_name}", tags={**tracking.source_tags(source_run),
                                               "ganlab.preset": config.preset or "none"},
             out=arguments.out) as derived:
         with tqdm(total=total, desc="latent effects", unit="effect", disable=arguments.no_progress) as progress:

@@ -8,14 +8,24 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torchvision.utils import make_grid
 
 
 def image_grid(images: torch.Tensor, images_per_row: int = 8) -> np.ndarray:
     """Images in [-1, 1] of shape [N, 1, H, W] → one uint8 grayscale grid [rows·(H+2)+2, …]."""
-    grid = make_grid(images.detach().float().cpu(), nrow=images_per_row, padding=2, normalize=True,
-                     value_range=(-1, 1), pad_value=1.0)
-    return (grid[0] * 255).round().to(torch.uint8).numpy()
+    # torchvision's make_grid(nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1), without importing
+    # torchvision (2.5 s a process); a test checks the two give the same bytes.
+    pixels = images.detach().float().cpu()[:, 0].clamp(-1, 1).add(1).div(2)
+    count, height, width = pixels.shape
+    if count == 1:  # as make_grid: one image alone, unpadded
+        return (pixels[0] * 255).round().to(torch.uint8).numpy()
+    columns = min(images_per_row, count)
+    rows = -(-count // columns)
+    grid = torch.ones(rows * (height + 2) + 2, columns * (width + 2) + 2)
+    for index, image in enumerate(pixels):
+        row, column = divmod(index, columns)
+        grid[row * (height + 2) + 2: row * (height + 2) + 2 + height,
+             column * (width + 2) + 2: column * (width + 2) + 2 + width] = image
+    return (grid * 255).round().to(torch.uint8).numpy()
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:

@@ -42,7 +42,29 @@ def synthetic_system_dir(tmp_path):
     return system_dir, raw_md5
 
 
-def test_imports_from_the_system_folder_and_loads_through_torchvision(tmp_path, synthetic_system_dir):
+def test_the_real_files_load_exactly_as_torchvision_reads_them(data_dir):
+    from torchvision.datasets import FashionMNIST  # the reference reader; ganlab reads the IDX files itself
+
+    for train in (True, False):
+        images, labels = data.load_images(data_dir, train=train)
+        reference = FashionMNIST(str(data_dir), train=train, download=False)
+        assert torch.equal(images, reference.data.unsqueeze(1)) and torch.equal(labels, reference.targets.long())
+
+
+def test_a_file_that_is_not_idx_is_a_one_line_error(tmp_path, synthetic_system_dir):
+    system_dir, raw_md5 = synthetic_system_dir
+    root = tmp_path / "data"
+    data.prepare_fashion_mnist(root, system_dir=system_dir, allow_download=False, raw_md5=raw_md5)
+    images_file = data.raw_dir(root) / "train-images-idx3-ubyte"
+    images_file.write_bytes(b"PK\x03\x04 a zip, not IDX")
+    with pytest.raises(GanlabError, match="Fashion-MNIST is not in"):
+        data.load_images(root, train=True)
+    images_file.write_bytes(idx_bytes("train-images-idx3-ubyte")[:-1])  # one byte short of what its header says
+    with pytest.raises(GanlabError, match="Fashion-MNIST is not in"):
+        data.load_images(root, train=True)
+
+
+def test_imports_from_the_system_folder_and_loads_the_idx_files(tmp_path, synthetic_system_dir):
     system_dir, raw_md5 = synthetic_system_dir
     root = tmp_path / "data"
     assert data.prepare_fashion_mnist(root, system_dir=system_dir, allow_download=False, raw_md5=raw_md5) == raw_md5

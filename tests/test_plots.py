@@ -34,6 +34,17 @@ def test_separate_loss_curves_put_d_first_each_on_its_own_scale():
     assert np.allclose(d_axes.lines[0].get_ydata(), loss_d) and np.allclose(g_axes.lines[0].get_ydata(), loss_g)
 
 
+def test_image_grid_is_torchvisions_make_grid_to_the_byte():
+    from torchvision.utils import make_grid  # the reference; ganlab draws grids without importing torchvision
+
+    for count, images_per_row in ((64, 8), (15, 8), (8, 3), (2, 1), (1, 8)):
+        images = torch.randn(count, 1, 28, 28, generator=torch.Generator().manual_seed(count)) * 1.5  # some beyond ±1
+        reference = make_grid(images, nrow=images_per_row, padding=2, normalize=True, value_range=(-1, 1),
+                              pad_value=1.0)
+        assert np.array_equal(image_grid(images, images_per_row),
+                              (reference[0] * 255).round().to(torch.uint8).numpy()), (count, images_per_row)
+
+
 def test_image_grid_maps_minus_one_to_black_and_one_to_white():
     images = torch.cat([-torch.ones(4, 1, 28, 28), torch.ones(4, 1, 28, 28)])
     grid = image_grid(images, images_per_row=4)

@@ -4,8 +4,6 @@ High when each sample is confidently one class and all classes appear; at most 1
 torchmetrics applies the softmax itself, so it gets the logits (normalize=False).
 """
 
-from torchmetrics.image.inception import InceptionScore
-
 from ganlab.metrics._torchmetrics import PrecomputedFeatures, quietly, seeded
 from ganlab.metrics.features import FeatureSet
 from ganlab.metrics.registry import register_metric
@@ -13,6 +11,8 @@ from ganlab.metrics.registry import register_metric
 
 @register_metric
 def classifier_score(real: FeatureSet, fake: FeatureSet) -> dict[str, float]:
+    from torchmetrics.image.inception import InceptionScore  # here: importing torchmetrics takes 2 s
+
     metric = quietly(InceptionScore, feature=PrecomputedFeatures(fake.logits.shape[1]), splits=10, normalize=False)
     metric.update(fake.logits.double())
     with seeded():

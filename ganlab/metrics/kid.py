@@ -4,8 +4,6 @@ polynomial kernel, mean ± std over random subsets (torchmetrics' defaults: 100 
 Unbiased at any N, so it is the honest companion of FID when samples are few.
 """
 
-from torchmetrics.image.kid import KernelInceptionDistance
-
 from ganlab.metrics._torchmetrics import PrecomputedFeatures, quietly, seeded
 from ganlab.metrics.features import FeatureSet
 from ganlab.metrics.registry import register_metric
@@ -16,6 +14,8 @@ SUBSET_SIZE = 1000
 
 @register_metric
 def kid(real: FeatureSet, fake: FeatureSet) -> dict[str, float]:
+    from torchmetrics.image.kid import KernelInceptionDistance  # here: importing torchmetrics takes 2 s
+
     subset_size = min(SUBSET_SIZE, len(real), len(fake))
     metric = quietly(KernelInceptionDistance, feature=PrecomputedFeatures(real.features.shape[1]), subsets=SUBSETS,
                      subset_size=subset_size)
