@@ -15,6 +15,7 @@ differ from the list in `FashionMNIST.resources` while the content is byte-ident
 import argparse
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -155,7 +156,7 @@ def read_idx(path: Path) -> torch.Tensor:
     dimensions = content[3]
     shape = [int.from_bytes(content[4 + 4 * index: 8 + 4 * index], "big") for index in range(dimensions)]
     data = content[4 + 4 * dimensions:]
-    if len(data) != int(torch.tensor(shape).prod()):
+    if len(data) != math.prod(shape):
         raise ValueError(f"{path.name} holds {len(data)} bytes, not the {shape} its header says")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(shape)
 
