@@ -30,7 +30,7 @@ inception: $(BIN)/.installed
 # One pytest-xdist worker per core by default (TEST_WORKERS=1 for one process); a test file stays in one worker.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: data inception
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The whole lab as one HTML file: trains what is missing (short CPU defaults), studies, writes report.html.
 report: data

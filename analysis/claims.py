@@ -56,8 +56,7 @@ def main() -> int:
     classifier = load_classifier(device)
 
     total = sum(planned_count(generator.latent_dim, settings.random_directions) for generator in generators)
-    experiment_id = tracking.get_or_create_experiment(client, arguments.experiment) if arguments.experiment \
-        else runs[0].info.experiment_id
+    experiment_id = tracking.derived_experiment(client, arguments.experiment, runs[0])
     with tracking.derived_run(
             client, experiment_id, "latent-claims", "analysis/claims.py",
             {**dataclasses.asdict(settings), "source_run_ids": ",".join(arguments.run_ids),

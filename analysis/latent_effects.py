@@ -51,8 +51,7 @@ def main() -> int:
     total = planned_effect_count(config, generator.latent_dim)  # also checks every setting before a run exists
     classifier = load_classifier(device)
 
-    experiment_id = tracking.get_or_create_experiment(client, arguments.experiment) if arguments.experiment \
-        else source_run.info.experiment_id
+    experiment_id = tracking.derived_experiment(client, arguments.experiment, source_run)
     with tracking.derived_run(
             client, experiment_id, "latent-analysis", "analysis/latent_effects.py",
             {**dataclasses.asdict(config), "source_run_id": loaded.run_id, "feature_space": FEATURE_SPACE,

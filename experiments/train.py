@@ -62,14 +62,12 @@ def main() -> int:
     if not distributed.ranks_from_environment().is_main:
         return 0  # rank 0 reports for the whole torchrun job
     tracking_uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    registration = model_registry.registration_of(tracking.connect(tracking_uri), result.run_id,
-                                                  config.register_model) if config.register_model else None
     losses = ", ".join(f"{name}={value:.3f}" for name, value in result.final_step_values.items())
     print(f"run {result.run_id} ({config.arch}, {result.precision}) finished in {result.wall_seconds:.1f} s: "
           f"{losses}\n"
           f"  artifacts: {result.artifact_uri}\n"
           f"  MLflow Model: runs:/{result.run_id}/{model_registry.MODEL_NAME} (serve it: docs/models.md)\n"
-          + (f"  {registration.summary()}\n" if registration else "")
+          + (f"  {result.registration.summary()}\n" if result.registration else "")
           + f"  {tracking.ui_hint(result.experiment_id, result.run_id, tracking_uri)}")
     return 0
 

@@ -83,12 +83,10 @@ def pip_requirements() -> list[str]:
             f"safetensors=={safetensors.__version__}", f"numpy=={np.__version__}"]
 
 
-def log_generator_model(client: MlflowClient, run_id: str, register_as: str | None = None) -> str:
+def log_generator_model(client: MlflowClient, run_id: str) -> str:
     """Log a finished run's G (from its `model/` files) as an MLflow Model linked to the run, with the final
-    evaluation's metrics attached; register it when asked. Returns the model's id. Logging twice reuses the first."""
+    evaluation's metrics attached. Returns the model's id. Logging twice reuses the first."""
     model = logged_generator(client, run_id) or _log_model_in_scratch(client, run_id)
-    if register_as:
-        register_generator(client, run_id, register_as)
     return model.model_id
 
 
@@ -130,24 +128,6 @@ def register_generator(client: MlflowClient, run_id: str, name: str) -> Registra
         client.set_model_version_tag(name, version.version, "ganlab.champion_decision", reason)
     champion_version = version.version if move else champion.version if champion else None
     return Registration(name, str(version.version), fid, str(champion_version) if champion_version else None, reason)
-
-
-def registration_of(client: MlflowClient, run_id: str, name: str) -> Registration | None:
-    """The version of `name` that holds the run's generator, read back from the registry (None if there is none)."""
-    model = logged_generator(client, run_id)
-    if model is None:
-        return None
-    with tracking.store_errors(f"reading registered model {name!r}"):
-        version = _version_of_model(client, name, model.model_id)
-        if version is None:
-            return None
-        try:
-            champion_version = str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
-        except MlflowException:
-            champion_version = None
-    fid = version.tags.get("fid")
-    return Registration(name, str(version.version), float(fid) if fid else None, champion_version,
-                        version.tags.get("ganlab.champion_decision", ""))
 
 
 def _create_version(client: MlflowClient, name: str, model, run_id: str, protocol: dict[str, str], fid: float | None):

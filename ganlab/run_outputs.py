@@ -5,13 +5,10 @@ both networks as safetensors and `config.json`, all that rebuilds G, with no pic
 """
 
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from safetensors.torch import save_file
 from torch import nn
 
 import ganlab
@@ -31,11 +28,9 @@ def log_final_model(run_logger: tracking.RunLogger, config, generator: nn.Module
         "epochs_trained": epochs_trained, "global_step": global_step,
         "ganlab_version": ganlab.__version__, "torch_version": torch.__version__,
     }
-    staging_dir = Path(tempfile.mkdtemp(prefix="ganlab-model-"))
     for name, module in (("generator", generator), ("discriminator", discriminator)):
-        save_file({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()},
-                  str(staging_dir / f"{name}.safetensors"))
-        run_logger.log_artifact(staging_dir / f"{name}.safetensors", "model")
+        tensors = {key: value.detach().cpu().clone().contiguous() for key, value in module.state_dict().items()}
+        run_logger.log_tensors(tensors, f"model/{name}.safetensors")
     run_logger.log_text(json.dumps(model_config, indent=2), "model/config.json")
 
 

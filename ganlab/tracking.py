@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ganlab import checkpoint
@@ -94,6 +94,11 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The experiment's id; new experiments open in the UI's model-training view."""
     with store_errors(f"opening experiment {name!r}"):
         return _get_or_create_experiment(client, name)
+
+
+def derived_experiment(client: MlflowClient, name: str | None, source_run) -> str:
+    """Where an analysis of a run logs: the experiment named by --experiment (created if new), else the run's own."""
+    return get_or_create_experiment(client, name) if name else source_run.info.experiment_id
 
 
 def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -439,6 +444,16 @@ class RunLogger:
     def log_artifact(self, local_path: Path, artifact_path: str) -> None:
         self.submit(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path))
 
+    def log_tensors(self, tensors: dict[str, torch.Tensor], artifact_file: str) -> None:
+        """Tensors (CPU, not changed after this call) as one safetensors artifact, staged in a folder that is
+        removed once the file is in the store."""
+        def write() -> None:
+            artifact_path, file_name = artifact_file.rpartition("/")[::2]
+            with tempfile.TemporaryDirectory(prefix="ganlab-tensors-") as staging_dir:
+                save_file(tensors, str(Path(staging_dir) / file_name))
+                self.client.log_artifact(self.run_id, str(Path(staging_dir) / file_name), artifact_path or None)
+        self.submit(write)
+
     def wait(self) -> None:
         """Block until every queued write is in the store."""
         self._tasks.join()
@@ -507,6 +522,7 @@ class NullRunLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_figure(self, figure, artifact_file: str) -> None: ...
     def log_artifact(self, local_path: Path, artifact_path: str) -> None: ...
+    def log_tensors(self, tensors: dict[str, torch.Tensor], artifact_file: str) -> None: ...
     def wait(self) -> None: ...
 
 

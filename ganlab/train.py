@@ -110,6 +110,7 @@ class TrainResult:
     steps_run: int  # optimizer steps taken by this call (a resumed run counts only its new ones)
     step_seconds: float  # time spent in those steps, without data loading, epoch ends and evaluation
     precision: str = "fp32"  # what --precision resolved to
+    registration: model_registry.Registration | None = None  # the registry version made with --register-model
 
 
 def config_of_run(client: MlflowClient, run_id: str) -> TrainConfig:
@@ -186,6 +187,7 @@ class TrainingData:
     images: torch.Tensor
     steps_per_epoch: int  # the last partial batch is dropped
     file_md5: dict[str, str]  # of the Fashion-MNIST files, logged with the run
+    data_dir: Path  # where they are (--data-dir, $GANLAB_DATA_DIR or data/), for the evaluator and the run's inputs
 
 
 def load_training_data(config: TrainConfig, device: torch.device) -> TrainingData:
@@ -197,7 +199,7 @@ def load_training_data(config: TrainConfig, device: torch.device) -> TrainingDat
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch == 0:
         raise GanlabError(f"--batch-size {config.batch_size} is larger than the {len(images)} training images")
-    return TrainingData(images, steps_per_epoch, file_md5)
+    return TrainingData(images, steps_per_epoch, file_md5, data_dir)
 
 
 class StopRequests:
@@ -281,10 +283,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
     state = TrainingState.create(config, device, len(training_data.images), training_data.steps_per_epoch)
     if resume_run_id is not None:  # every rank restores the same state, optimizers included
         _restore_checkpoint(state, client, resume_run_id)
-    evaluator = metrics.Evaluator(data.resolve_data_dir(config.data_dir), device) \
+    evaluator = metrics.Evaluator(training_data.data_dir, device) \
         if config.eval_every and tracked else None
     run_info = {"run_id": resume_run_id or "", "experiment_id": "", "artifact_uri": ""}
-    status = "FINISHED"
+    status, registration = "FINISHED", None
 
     try:
         with contextlib.ExitStack() as exits:
@@ -318,14 +320,16 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
                 run_outputs.log_final_model(run_logger, config, state.generator, state.discriminator,
                                             run_info["run_id"], state.epoch, state.global_step)
                 run_logger.wait()
-                model_registry.log_generator_model(client, run_info["run_id"], register_as=config.register_model)
+                model_registry.log_generator_model(client, run_info["run_id"])
+                if config.register_model:
+                    registration = model_registry.register_generator(client, run_info["run_id"], config.register_model)
                 run_outputs.log_curves(run_logger, client, run_info["run_id"], training_data.steps_per_epoch)
     except tracking.StoppedEarly:
         status = "KILLED"
     finally:
         if ranks.is_distributed:
             distributed.stop()
-    return _result(client, run_info, status, wall_start, loop, precision)
+    return _result(client, run_info, status, wall_start, loop, precision, registration)
 
 
 def _open_run(exits: contextlib.ExitStack, client: MlflowClient | None, config: TrainConfig, state: TrainingState,
@@ -364,7 +368,7 @@ def _open_run(exits: contextlib.ExitStack, client: MlflowClient | None, config: 
             client, run_id, skip_steps_through=tracking.last_logged_step(client, run_id, "loss_g"),
             skip_epochs_through=tracking.last_logged_step(client, run_id, "epoch_loss_g")))
     # The data it trains on as MLflow dataset inputs; the machine's load, if asked (ganlab.run_context).
-    run_context.record(client, run_id, data.resolve_data_dir(config.data_dir), training_data.file_md5,
+    run_context.record(client, run_id, training_data.data_dir, training_data.file_md5,
                        config.train_images, config.system_metrics)
     return run_logger, {"run_id": run_id, "experiment_id": experiment_id, "artifact_uri": run.info.artifact_uri}
 
@@ -515,14 +519,14 @@ def _write_checkpoint(loop: Loop, state: TrainingState) -> None:
 
 
 def _result(client: MlflowClient | None, run_info: dict[str, str], status: str, wall_start: float, loop: Loop,
-            precision: str) -> TrainResult:
+            precision: str, registration: model_registry.Registration | None) -> TrainResult:
     run_id, artifact_uri = run_info["run_id"], run_info["artifact_uri"]
     final_metrics = client.get_run(run_id).data.metrics if client is not None and artifact_uri else {}
     return TrainResult(
         run_id=run_id, experiment_id=run_info["experiment_id"], status=status,
         final_step_values={name: final_metrics[name] for name in tracking.STEP_METRIC_NAMES if name in final_metrics},
         wall_seconds=time.perf_counter() - wall_start, artifact_uri=artifact_uri,
-        steps_run=loop.steps_run, step_seconds=loop.step_seconds, precision=precision)
+        steps_run=loop.steps_run, step_seconds=loop.step_seconds, precision=precision, registration=registration)
 
 
 def _evaluate(loop: Loop, generator: nn.Module, is_last_epoch: bool) -> dict[str, float]:

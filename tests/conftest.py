@@ -93,10 +93,13 @@ def postgres_url():
 
 
 # The files that take longest go to the pytest-xdist workers first, so no long file starts near the end and the
-# workers finish together (measured with `pytest --durations`; the rest keep their order).
-LONGEST_FILES_FIRST = ("test_bad_input.py", "test_tune.py", "test_fault_injection.py", "test_train.py",
-                       "test_report.py", "test_health.py", "test_distributed.py", "test_latent.py",
-                       "test_model_registry.py", "test_metrics.py", "test_inception_table.py")
+# workers finish together (measured with `pytest --durations`; the rest keep their order). `make test` passes
+# --no-loadscope-reorder: by default xdist orders the files by their number of tests instead.
+LONGEST_FILES_FIRST = ("test_tune.py", "test_fault_injection.py", "test_bad_input.py", "test_report.py",
+                       "test_health.py", "test_train.py", "test_latent.py", "test_distributed.py", "test_balance.py",
+                       "test_claims.py", "test_model_registry.py", "test_metrics.py", "test_evaluate.py",
+                       "test_explorer.py", "test_papercuts.py", "test_benchmark.py", "test_precision.py",
+                       "test_inception_table.py", "test_inception.py")
 
 
 def pytest_collection_modifyitems(items):

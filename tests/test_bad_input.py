@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ganlab import checkpoint
-from helpers import assert_one_line_error, only_run, run_train
+from helpers import assert_one_line_error, only_run, run_script, run_train
 
 RUN = "<training run>"  # placeholders, replaced by the fixture's ids
 STUDY_RUN = "<tuning parent run>"
@@ -80,11 +80,11 @@ def store(tmp_path_factory, repo_root, data_dir):
     trained = run_train(repo_root, store_uri, data_dir, "--arch", "mlp-small", "--train-images", "640", "--epochs",
                         "2", "--eval-every", "0")
     assert trained.returncode == 0, trained.stderr
-    tuned = subprocess.run([sys.executable, "experiments/tune.py", "--tracking-uri", store_uri, "--storage",
-                            f"sqlite:///{store_dir}/optuna.db", "--data-dir", str(data_dir), "--arch", "mlp-small",
-                            "--trials", "1", "--epochs-per-trial", "1", "--train-images", "640", "--eval-samples",
-                            "300", "--confirm-seeds", "1", "--study-name", "s", "--no-progress"],
-                           cwd=repo_root, capture_output=True, text=True, timeout=600)
+    tuned = run_script([sys.executable, "experiments/tune.py", "--tracking-uri", store_uri, "--storage",
+                        f"sqlite:///{store_dir}/optuna.db", "--data-dir", str(data_dir), "--arch", "mlp-small",
+                        "--trials", "1", "--epochs-per-trial", "1", "--train-images", "640", "--eval-samples",
+                        "300", "--confirm-seeds", "1", "--study-name", "s", "--no-progress"],
+                       cwd=repo_root, timeout=600)
     assert tuned.returncode == 0, tuned.stderr
     client = MlflowClient(store_uri)
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
@@ -113,8 +113,8 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(repo_root, data_dir, store, sc
     store_dir, store_uri, run_id, study_run_id = store
     arguments = [run_id if argument == RUN else study_run_id if argument == STUDY_RUN else argument
                  for argument in arguments]
-    result = subprocess.run(script_command(script, arguments, store_dir, store_uri, data_dir), cwd=repo_root,
-                            capture_output=True, text=True, timeout=300)
+    result = run_script(script_command(script, arguments, store_dir, store_uri, data_dir), cwd=repo_root,
+                        timeout=300)
     assert_one_line_error(result, fragment)
 
 
@@ -149,8 +149,8 @@ def test_damaged_files_are_one_line_errors_and_stay_as_they_were(repo_root, data
         command = [sys.executable, "experiments/evaluate.py", "--run-id", run_id, "--samples", "10"]
     else:
         command = [sys.executable, "experiments/train.py", "--resume", run_id]
-    result = subprocess.run([*command, "--tracking-uri", store_uri, "--data-dir", str(data_dir)], cwd=repo_root,
-                            capture_output=True, text=True, timeout=300)
+    result = run_script([*command, "--tracking-uri", store_uri, "--data-dir", str(data_dir)], cwd=repo_root,
+                        timeout=300)
     assert_one_line_error(result, fragment)
     assert target.read_bytes() == damaged  # nothing rewrote or removed the evidence
     assert client.get_run(run_id).info.status == "KILLED"

@@ -2,7 +2,6 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -10,7 +9,7 @@ from mlflow import MlflowClient
 
 from ganlab import balance
 from ganlab.tuning import TuneConfig, run_study
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, run_script
 
 
 def test_the_welch_interval_and_the_t_interval_are_the_textbook_ones():
@@ -33,7 +32,7 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
                "best:tiny", "--storage", storage, "--seeds", "2", "--epochs", "2", "--eval-samples", "300",
                "--train-images", "640", "--out", str(out), "--tracking-uri", store_uri, "--data-dir", str(data_dir),
                "--no-progress"]
-    first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    first = run_script(command, cwd=repo_root, timeout=900)
     assert first.returncode == 0, first.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [arm["arm"] for arm in summary["arms"]] == ["reports", "best-tiny"] and summary["seeds"] == [0, 1]
@@ -49,7 +48,7 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
     # The same command again trains nothing: the four runs are reused.
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     trained = len(client.search_runs([experiment_id], "tags.`ganlab.comparison` = 'balance' and tags.`ganlab.kind` = 'train'"))
-    again = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    again = run_script(command, cwd=repo_root, timeout=900)
     assert again.returncode == 0, again.stderr
     assert len(client.search_runs([experiment_id], "tags.`ganlab.comparison` = 'balance' and tags.`ganlab.kind` = 'train'")) == trained == 4
     assert json.loads((out / "summary.json").read_text())["arms"][1]["run_ids"] == summary["arms"][1]["run_ids"]
@@ -64,5 +63,5 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
 def test_bad_comparisons_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
     command = [sys.executable, "experiments/compare_settings.py", "--storage", f"sqlite:///{tmp_path}/optuna.db",
                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--data-dir", str(data_dir), *arguments]
-    assert_one_line_error(subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=120),
+    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120),
                           fragment)

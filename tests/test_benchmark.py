@@ -2,18 +2,17 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, run_script
 
 
 def run_benchmark(repo_root, data_dir, *arguments: str):
-    return subprocess.run([sys.executable, "experiments/benchmark.py", "--no-progress", "--data-dir", str(data_dir), *arguments],
-                          cwd=repo_root, capture_output=True, text=True, timeout=600)
+    return run_script([sys.executable, "experiments/benchmark.py", "--no-progress", "--data-dir", str(data_dir), *arguments],
+                      cwd=repo_root, timeout=600)
 
 
 def test_small_benchmark_prints_json_and_logs_a_benchmark_run(repo_root, data_dir, tmp_path):

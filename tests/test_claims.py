@@ -3,7 +3,6 @@ consistency of an index, then analysis/claims.py as a real subprocess against ti
 
 import csv
 import json
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ from ganlab.claim_verdicts import DEPENDS, DOES_NOT_HOLD, HOLDS, consistency, ju
 from ganlab.claims import CLAIMS, Check, ClaimsSettings, Measurements, SourceRun, check_all, mann_whitney_greater
 from ganlab.metrics.classifier import load_classifier
 from ganlab.models import build_generator
-from helpers import artifact_paths, assert_one_line_error, run_train
+from helpers import artifact_paths, assert_one_line_error, run_script, run_train
 
 TINY = ClaimsSettings(stats_samples=12, stats_seed=1, random_directions=6)
 CLAIMS_FILES = {"claims.md", "claims.csv", "claim_numbers.csv", "verdicts.json", "consistency.csv",
@@ -130,8 +129,7 @@ def tiny_runs(tmp_path_factory, repo_root, data_dir):
 
 
 def run_claims(repo_root, *arguments: str):
-    return subprocess.run([sys.executable, "analysis/claims.py", *arguments], cwd=repo_root, capture_output=True,
-                          text=True, timeout=300)
+    return run_script([sys.executable, "analysis/claims.py", *arguments], cwd=repo_root, timeout=300)
 
 
 def test_claims_script_judges_every_claim_on_every_generator_and_logs_one_run(repo_root, tiny_runs, tmp_path):

@@ -17,7 +17,7 @@ from helpers import final_weights, only_run, run_train, step_history, train_comm
 # movement), so the comparison with one process is one epoch long with a tolerance of 1e-4.
 SMALL_RUN = ["--arch", "mlp-small", "--train-images", "1280", "--batch-size", "64", "--seed", "5",
              "--eval-every", "0"]
-LONG_RUN_EPOCHS = 30  # 600 steps: long enough to interrupt mid-run
+LONG_RUN_EPOCHS = 15  # 300 steps: long enough to interrupt mid-run
 
 
 def torchrun_command(store_uri: str, data_dir, *arguments: str) -> list[str]:

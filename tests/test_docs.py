@@ -1,13 +1,13 @@
 """The README is a front door and the reference cannot drift: generated blocks are current, every page is linked."""
 
 import re
-import subprocess
 import sys
+
+from helpers import run_script
 
 
 def test_generated_flag_tables_and_results_in_the_docs_are_current(repo_root):
-    result = subprocess.run([sys.executable, "docs/generate.py", "--check"], cwd=repo_root, capture_output=True,
-                            text=True, timeout=300)
+    result = run_script([sys.executable, "docs/generate.py", "--check"], cwd=repo_root, timeout=300)
     assert result.returncode == 0, result.stderr
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ganlab.metrics import inception
-from helpers import assert_one_line_error, only_run, require_inception_weights, run_train
+from helpers import assert_one_line_error, only_run, require_inception_weights, run_script, run_train
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,8 @@ def tracked_run(tmp_path_factory, repo_root, data_dir):
 
 
 def run_evaluate(repo_root, data_dir, *arguments: str):
-    return subprocess.run([sys.executable, "experiments/evaluate.py", "--data-dir", str(data_dir), *arguments],
-                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    return run_script([sys.executable, "experiments/evaluate.py", "--data-dir", str(data_dir), *arguments],
+                      cwd=repo_root, timeout=300)
 
 
 def test_evaluate_prints_json_and_writes_metrics_and_protocol_to_the_run(repo_root, data_dir, tracked_run):
@@ -88,9 +87,9 @@ def test_inception_features_log_fid_inception_with_its_protocol_beside_the_yards
 
 def test_inception_features_without_the_weights_or_with_a_bad_reference_size_are_one_line_errors(
         repo_root, data_dir, tmp_path):
-    missing = subprocess.run([sys.executable, "experiments/evaluate.py", "--data-dir", str(data_dir), "--real-floor",
-                              "--features", "inception"], cwd=repo_root, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "GANLAB_INCEPTION_DIR": str(tmp_path)})
+    missing = run_script([sys.executable, "experiments/evaluate.py", "--data-dir", str(data_dir), "--real-floor",
+                          "--features", "inception"], cwd=repo_root, timeout=300,
+                         env={**os.environ, "GANLAB_INCEPTION_DIR": str(tmp_path)})
     assert_one_line_error(missing, "not set up", "make inception")
     too_many = run_evaluate(repo_root, data_dir, "--real-floor", "--features", "inception",
                             "--reference-images", "20000")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_script, run_train
 
 from ganlab import explorer, explorer_server
 from ganlab.latent import base_latents
@@ -34,9 +34,8 @@ def studied_run(tmp_path_factory, repo_root, data_dir):
     client = MlflowClient(store_uri)
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     (run,) = client.search_runs([experiment_id])
-    study = subprocess.run([sys.executable, "analysis/latent_effects.py", "--run-id", run.info.run_id,
-                            "--tracking-uri", store_uri, *SMALL_STUDY], cwd=repo_root, capture_output=True, text=True,
-                           timeout=600)
+    study = run_script([sys.executable, "analysis/latent_effects.py", "--run-id", run.info.run_id,
+                        "--tracking-uri", store_uri, *SMALL_STUDY], cwd=repo_root, timeout=600)
     assert study.returncode == 0, study.stderr
     (study_run,) = client.search_runs([experiment_id], "tags.`ganlab.kind` = 'latent-analysis'")
     return store_uri, run.info.run_id, study_run.info.run_id
@@ -271,8 +270,8 @@ def test_without_a_study_the_page_says_how_to_make_one_and_computes_the_directio
 
 def test_the_script_refuses_a_dim_out_of_range_in_one_line(studied_run, repo_root):
     store_uri, run_id, _ = studied_run
-    result = subprocess.run([sys.executable, "analysis/explore.py", "--run-id", run_id, "--tracking-uri", store_uri,
-                             "--dims", "3,100"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    result = run_script([sys.executable, "analysis/explore.py", "--run-id", run_id, "--tracking-uri", store_uri,
+                         "--dims", "3,100"], cwd=repo_root, timeout=300)
     assert_one_line_error(result, "latent dim 100 is out of range")
 
 

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from ganlab import checkpoint, health
 from ganlab.train import TrainConfig, train
-from helpers import assert_one_line_error, only_run, run_train, step_history, train_command, wait_for_checkpoint
+from helpers import (assert_one_line_error, only_run, run_script, run_train, step_history, train_command,
+                     wait_for_checkpoint)
 
 # 1280 images at batch 64: 20 steps an epoch.
 TWENTY_STEP_EPOCHS = ["--train-images", "1280", "--eval-every", "0"]
@@ -52,8 +53,8 @@ def test_non_finite_weights_end_the_run_at_once_and_the_good_checkpoint_is_kept(
     at step 41, and the checkpoint of step 40 is neither overwritten nor lost; a resume finishes the run."""
     store_uri = f"sqlite:///{tmp_path}/mlflow.db"
     arguments = ["--arch", "mlp-small", "--epochs", "4", *TWENTY_STEP_EPOCHS]
-    result = subprocess.run(train_command(store_uri, data_dir, *arguments), cwd=repo_root, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "GANLAB_FAULT": "nan_weights:3"})
+    result = run_script(train_command(store_uri, data_dir, *arguments), cwd=repo_root, timeout=300,
+                        env={**os.environ, "GANLAB_FAULT": "nan_weights:3"})
     assert result.returncode == 3, result.stderr
     assert "diverged at step 41" in result.stderr and "last good checkpoint (step 40) is kept" in result.stderr
 
@@ -113,8 +114,9 @@ def test_a_sigkilled_run_is_marked_lost_by_the_next_training_and_still_resumes(r
     assert client.get_run(killed.info.run_id).info.status == "RUNNING"
     time.sleep(2)
     environment = {**os.environ, "GANLAB_STALE_AFTER_S": "1"}
-    subprocess.run(train_command(store_uri, data_dir, *another), cwd=repo_root, capture_output=True, timeout=300,
-                   env=environment, check=True)
+    another_run = run_script(train_command(store_uri, data_dir, *another), cwd=repo_root, timeout=300,
+                             env=environment)
+    assert another_run.returncode == 0, another_run.stderr
     lost = client.get_run(killed.info.run_id)
     assert lost.info.status == "KILLED" and lost.data.tags["ganlab.stop_reason"] == "lost"
 
@@ -125,9 +127,9 @@ def test_a_sigkilled_run_is_marked_lost_by_the_next_training_and_still_resumes(r
 
 
 def test_a_bad_stale_setting_is_a_one_line_error(repo_root, data_dir, tmp_path):
-    result = subprocess.run(train_command(f"sqlite:///{tmp_path}/mlflow.db", data_dir, "--max-steps", "2"),
-                            cwd=repo_root, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "GANLAB_STALE_AFTER_S": "ten minutes"})
+    result = run_script(train_command(f"sqlite:///{tmp_path}/mlflow.db", data_dir, "--max-steps", "2"),
+                        cwd=repo_root, timeout=120,
+                        env={**os.environ, "GANLAB_STALE_AFTER_S": "ten minutes"})
     assert_one_line_error(result, "GANLAB_STALE_AFTER_S must be a number of seconds")
 
 

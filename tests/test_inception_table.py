@@ -2,19 +2,18 @@
 
 import csv
 import json
-import subprocess
 import sys
 
 import pytest
 from mlflow import MlflowClient
 
 from ganlab.metrics import inception
-from helpers import assert_one_line_error, only_run, require_inception_weights, run_train
+from helpers import assert_one_line_error, only_run, require_inception_weights, run_script, run_train
 
 
 def run_table(repo_root, data_dir, *arguments: str):
-    return subprocess.run([sys.executable, "analysis/inception_table.py", "--data-dir", str(data_dir), "--no-progress",
-                           *arguments], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    return run_script([sys.executable, "analysis/inception_table.py", "--data-dir", str(data_dir), "--no-progress",
+                       *arguments], cwd=repo_root, timeout=600)
 
 
 def test_the_table_holds_the_papers_rows_the_floor_and_the_run_and_reuses_finished_rows(repo_root, data_dir, tmp_path):

@@ -3,7 +3,6 @@ subprocess against a real tracked run."""
 
 import csv
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +17,7 @@ from ganlab.latent_study import LatentStudyConfig, SetBlock, load_latent_file, p
 from ganlab.metrics.classifier import load_classifier
 from ganlab.models import build_generator
 from ganlab.claims import CLAIMS
-from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, only_run, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, only_run, run_script, run_train
 
 ANALYSIS_FIGURES = {"effect_vs_offset.png", "class_shift_heatmap.png", "dim_ranking.png", "direction_comparison.png"}
 STUDY_FILES = {"base.png", "perturbation_grid.png", "magnitude_comparison.png", "dimension_comparison.png",
@@ -138,8 +137,8 @@ def tracked_run(tmp_path_factory, repo_root, data_dir):
 
 
 def run_latent_effects(repo_root, *arguments: str):
-    return subprocess.run([sys.executable, "analysis/latent_effects.py", *arguments], cwd=repo_root,
-                          capture_output=True, text=True, timeout=300)
+    return run_script([sys.executable, "analysis/latent_effects.py", *arguments], cwd=repo_root,
+                      timeout=300)
 
 
 def test_study_logs_every_figure_and_table_and_repeats_exactly(repo_root, tracked_run, tmp_path):

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from ganlab import model_registry, tracking
 from ganlab.errors import GanlabError
-from helpers import SMALL_STUDY, assert_one_line_error, chromium_driver, free_port, only_run, serving
+from helpers import SMALL_STUDY, assert_one_line_error, chromium_driver, free_port, only_run, run_script, serving
 
 MODEL_NAME = "fashion-gan"
 CHAMPION_URI = f"models:/{MODEL_NAME}@champion"
@@ -31,11 +31,11 @@ def registered(tmp_path_factory, repo_root, data_dir):
     system metrics (on by default) sampled every second."""
     store_dir = tmp_path_factory.mktemp("registry")
     store_uri = f"sqlite:///{store_dir}/mlflow.db"
-    result = subprocess.run(
+    result = run_script(
         [sys.executable, "experiments/train.py", "--no-progress", "--tracking-uri", store_uri, "--data-dir",
          str(data_dir), "--arch", "mlp", "--train-images", "640", "--max-steps", "20", "--eval-every", "1",
          "--eval-samples", "500", "--register-model", MODEL_NAME],
-        cwd=repo_root, capture_output=True, text=True, timeout=600,
+        cwd=repo_root, timeout=600,
         env={**os.environ, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"})
     assert result.returncode == 0, result.stderr
     client = MlflowClient(store_uri)
@@ -160,9 +160,8 @@ def test_champion_moves_only_to_a_lower_fid_under_the_same_protocol(registered):
 
 def test_latent_effects_and_evaluate_take_the_champion_by_model_uri(registered, repo_root, data_dir):
     _, store_uri, client, run_id, _ = registered
-    study = subprocess.run([sys.executable, "analysis/latent_effects.py", "--model-uri", CHAMPION_URI,
-                            "--tracking-uri", store_uri, *SMALL_STUDY], cwd=repo_root, capture_output=True,
-                           text=True, timeout=600)
+    study = run_script([sys.executable, "analysis/latent_effects.py", "--model-uri", CHAMPION_URI,
+                        "--tracking-uri", store_uri, *SMALL_STUDY], cwd=repo_root, timeout=600)
     assert study.returncode == 0, study.stderr
     assert f"latent study of {CHAMPION_URI} (run {run_id})" in study.stdout
     (analysis,) = client.search_runs([client.get_run(run_id).info.experiment_id],
@@ -170,9 +169,9 @@ def test_latent_effects_and_evaluate_take_the_champion_by_model_uri(registered, 
     assert analysis.data.tags["ganlab.source_run_id"] == run_id
     assert analysis.data.params["source_model_uri"] == CHAMPION_URI
 
-    evaluation = subprocess.run([sys.executable, "experiments/evaluate.py", "--model-uri", f"models:/{MODEL_NAME}/1",
-                                 "--tracking-uri", store_uri, "--data-dir", str(data_dir), "--samples", "200",
-                                 "--json"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    evaluation = run_script([sys.executable, "experiments/evaluate.py", "--model-uri", f"models:/{MODEL_NAME}/1",
+                             "--tracking-uri", store_uri, "--data-dir", str(data_dir), "--samples", "200",
+                             "--json"], cwd=repo_root, timeout=300)
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout)
     assert report["run_id"] == run_id and report["protocol"]["eval.samples"] == "200"
@@ -195,9 +194,9 @@ def test_a_bad_model_uri_is_named_in_one_clear_error(registered, model_uri, frag
 
 def test_a_bad_model_uri_is_a_one_line_error_in_the_scripts(registered, repo_root, data_dir):
     _, store_uri, _, _, _ = registered
-    result = subprocess.run([sys.executable, "analysis/compare_runs.py", "--model-uris",
-                             f"{CHAMPION_URI},models:/fashion-gan@nope", "--tracking-uri", store_uri],
-                            cwd=repo_root, capture_output=True, text=True, timeout=300)
+    result = run_script([sys.executable, "analysis/compare_runs.py", "--model-uris",
+                         f"{CHAMPION_URI},models:/fashion-gan@nope", "--tracking-uri", store_uri],
+                        cwd=repo_root, timeout=300)
     assert_one_line_error(result, "model 'fashion-gan' has no alias 'nope'")
 
 

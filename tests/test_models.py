@@ -1,7 +1,6 @@
 """The three architectures print exactly as the reports printed them (whitespace aside)."""
 
 import re
-import subprocess
 import sys
 
 import pytest
@@ -9,6 +8,7 @@ import torch
 
 from ganlab.models import ARCHITECTURES, build_models, count_parameters
 from ganlab.errors import GanlabError
+from helpers import run_script
 
 # Transcribed from ../shared/seeds: report 1 §5.1 (mlp), §5.3 (cnn); report 2 §二 (mlp-small). Both print D first.
 REPORT_PRINTOUTS = {
@@ -126,8 +126,8 @@ def test_unknown_architecture_is_a_clear_error():
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_print_models_flag_prints_the_report_structure(arch, repo_root):
-    result = subprocess.run([sys.executable, "experiments/train.py", "--arch", arch, "--print-models"],
-                            cwd=repo_root, capture_output=True, text=True, timeout=120)
+    result = run_script([sys.executable, "experiments/train.py", "--arch", arch, "--print-models"],
+                        cwd=repo_root, timeout=120)
     assert result.returncode == 0, result.stderr
     body, counts = result.stdout.split("discriminator parameters:")
     assert normalised(body) == normalised(REPORT_PRINTOUTS[arch])

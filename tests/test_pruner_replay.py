@@ -1,7 +1,6 @@
 """The pruner replay: curves with a known answer through Optuna's real pruners, and the script on a real Optuna
 SQLite storage and MLflow store."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from optuna.trial import TrialState
 
 from ganlab import pruner_replay
 from ganlab.tuning import TuneConfig, make_pruner
-from helpers import artifact_paths, assert_one_line_error
+from helpers import artifact_paths, assert_one_line_error, run_script
 
 EPOCHS = 5
 
@@ -79,8 +78,8 @@ def make_study(tmp_path, curves: np.ndarray, prune_one: bool = False) -> tuple[s
 
 
 def run_replay(repo_root, storage, tracking_uri, *arguments):
-    return subprocess.run([sys.executable, "analysis/replay_pruners.py", "--storage", storage, "--tracking-uri",
-                           tracking_uri, *arguments], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    return run_script([sys.executable, "analysis/replay_pruners.py", "--storage", storage, "--tracking-uri",
+                       tracking_uri, *arguments], cwd=repo_root, timeout=300)
 
 
 def test_the_script_prints_and_logs_the_replay_of_a_stored_study(repo_root, tmp_path):

@@ -3,20 +3,18 @@
 import csv
 import json
 import re
-import subprocess
 import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_train
+from helpers import SMALL_STUDY, artifact_paths, assert_one_line_error, chromium_driver, run_script, run_train
 
 COMPARISON_FILES = {"losses.png", "d_outputs.png", "fid.png", "last_samples.png", "table.csv", "table.md"}
 
 
-def run_script(repo_root, script: str, *arguments: str):
-    return subprocess.run([sys.executable, script, *arguments], cwd=repo_root, capture_output=True, text=True,
-                          timeout=600)
+def run_lab_script(repo_root, script: str, *arguments: str):
+    return run_script([sys.executable, script, *arguments], cwd=repo_root, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +29,7 @@ def lab_store(tmp_path_factory, repo_root, data_dir):
     client = MlflowClient(store_uri)
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     run_ids = {run.info.run_name: run.info.run_id for run in client.search_runs([experiment_id])}
-    study = run_script(repo_root, "analysis/latent_effects.py", "--run-id", run_ids["mlp-s0"], "--tracking-uri",
+    study = run_lab_script(repo_root, "analysis/latent_effects.py", "--run-id", run_ids["mlp-s0"], "--tracking-uri",
                        store_uri, *SMALL_STUDY)
     assert study.returncode == 0, study.stderr
     return store_uri, run_ids
@@ -39,7 +37,7 @@ def lab_store(tmp_path_factory, repo_root, data_dir):
 
 def test_compare_runs_overlays_the_runs_and_logs_a_comparison_run(repo_root, lab_store, tmp_path):
     store_uri, run_ids = lab_store
-    result = run_script(repo_root, "analysis/compare_runs.py", "--run-ids", f"{run_ids['mlp-s0']},{run_ids['mlp-small-s0']}",
+    result = run_lab_script(repo_root, "analysis/compare_runs.py", "--run-ids", f"{run_ids['mlp-s0']},{run_ids['mlp-small-s0']}",
                         "--tracking-uri", store_uri, "--out", str(tmp_path / "out"), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert {path.name for path in (tmp_path / "out").iterdir()} == COMPARISON_FILES
@@ -64,7 +62,7 @@ def test_compare_runs_overlays_the_runs_and_logs_a_comparison_run(repo_root, lab
 ])
 def test_compare_runs_bad_input_is_a_one_line_error(repo_root, lab_store, arguments, fragment):
     store_uri, _ = lab_store
-    assert_one_line_error(run_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, *arguments),
+    assert_one_line_error(run_lab_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, *arguments),
                           fragment)
 
 
@@ -73,7 +71,7 @@ def test_compare_runs_refuses_a_run_that_is_not_training(repo_root, lab_store):
     client = MlflowClient(store_uri)
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     (study,) = client.search_runs([experiment_id], "tags.`ganlab.kind` = 'latent-analysis'")
-    result = run_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, "--run-ids",
+    result = run_lab_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, "--run-ids",
                         study.info.run_id)
     assert_one_line_error(result, "is not a ganlab training run")
 
@@ -81,7 +79,7 @@ def test_compare_runs_refuses_a_run_that_is_not_training(repo_root, lab_store):
 def test_report_opens_in_chromium_with_every_image_decoded(repo_root, lab_store, tmp_path):
     store_uri, run_ids = lab_store
     report_path = tmp_path / "report.html"
-    result = run_script(repo_root, "analysis/report.py", "--experiment", "fashion-mnist-gan", "--tracking-uri",
+    result = run_lab_script(repo_root, "analysis/report.py", "--experiment", "fashion-mnist-gan", "--tracking-uri",
                         store_uri, "--out", str(report_path))
     assert result.returncode == 0, result.stderr
     assert str(report_path) in result.stdout
@@ -121,10 +119,10 @@ def test_report_never_overwrites_silently_and_names_a_missing_experiment(repo_ro
     store_uri, _ = lab_store
     existing = tmp_path / "report.html"
     existing.write_text("my notes")
-    result = run_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--out", str(existing))
+    result = run_lab_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--out", str(existing))
     assert_one_line_error(result, "--overwrite")
     assert existing.read_text() == "my notes"
-    result = run_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--experiment", "nope",
+    result = run_lab_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--experiment", "nope",
                         "--out", str(tmp_path / "new.html"))
     assert_one_line_error(result, "no MLflow experiment named 'nope'")
     assert not (tmp_path / "new.html").exists()

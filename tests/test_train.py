@@ -1,5 +1,6 @@
 """experiments/train.py end to end, as real subprocesses on the real data and a real SQLite MLflow store."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from helpers import (artifact_paths, assert_one_line_error, final_weights, only_
 
 # A small but real configuration: 1280 images at batch 64 is 20 steps an epoch.
 SMALL_RUN = ["--arch", "mlp", "--train-images", "1280", "--batch-size", "64", "--seed", "3", "--eval-every", "0"]
-SMALL_RUN_EPOCHS = 30
+SMALL_RUN_EPOCHS = 15
 SMALL_RUN_STEPS = 20 * SMALL_RUN_EPOCHS
 
 
@@ -34,10 +35,13 @@ def uninterrupted_small_run(tmp_path_factory, repo_root, data_dir):
 
 def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir, tmp_path):
     store_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    scratch = tmp_path / "scratch"  # the run's temporary folder: staged files must not outlive the run
+    scratch.mkdir()
     # 6400 images = 100 steps an epoch; --max-steps 150 stops half-way through the second epoch.
     result = run_train(repo_root, store_uri, data_dir, "--arch", "mlp", "--train-images", "6400", "--max-steps", "150",
-                       "--eval-every", "1", "--eval-samples", "1000")
+                       "--eval-every", "1", "--eval-samples", "1000", env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
+    assert not list(scratch.iterdir())
 
     client = MlflowClient(store_uri)
     run = only_run(client)

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from ganlab.errors import GanlabError
 from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
-from helpers import artifact_paths, assert_one_line_error
+from helpers import artifact_paths, assert_one_line_error, run_script
 
 # A tiny but real study: 640 images at batch 64 is 10 steps an epoch; FID from 500 samples.
 TINY = ["--arch", "mlp-small", "--epochs-per-trial", "2", "--train-images", "640", "--eval-samples", "500",
@@ -28,7 +28,7 @@ def run_tune(repo_root, data_dir, store_uri, storage, *arguments: str, wait: boo
                "--data-dir", str(data_dir), *TINY, *arguments]
     if not wait:
         return subprocess.Popen(command, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    return run_script(command, cwd=repo_root, timeout=600)
 
 
 def study_runs(client: MlflowClient, study_name: str):
@@ -225,5 +225,5 @@ def test_two_workers_share_one_postgres_study_and_record_every_trial_once(repo_r
 def test_bad_settings_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
     command = [sys.executable, "experiments/tune.py", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir), *arguments]
-    assert_one_line_error(subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=120),
+    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120),
                           fragment)
