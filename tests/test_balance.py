@@ -63,5 +63,4 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
 def test_bad_comparisons_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
     command = [sys.executable, "experiments/compare_settings.py", "--storage", f"sqlite:///{tmp_path}/optuna.db",
                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--data-dir", str(data_dir), *arguments]
-    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120),
-                          fragment)
+    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120), fragment)

@@ -137,8 +137,7 @@ def tracked_run(tmp_path_factory, repo_root, data_dir):
 
 
 def run_latent_effects(repo_root, *arguments: str):
-    return run_script([sys.executable, "analysis/latent_effects.py", *arguments], cwd=repo_root,
-                      timeout=300)
+    return run_script([sys.executable, "analysis/latent_effects.py", *arguments], cwd=repo_root, timeout=300)
 
 
 def test_study_logs_every_figure_and_table_and_repeats_exactly(repo_root, tracked_run, tmp_path):

@@ -30,7 +30,7 @@ def lab_store(tmp_path_factory, repo_root, data_dir):
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     run_ids = {run.info.run_name: run.info.run_id for run in client.search_runs([experiment_id])}
     study = run_lab_script(repo_root, "analysis/latent_effects.py", "--run-id", run_ids["mlp-s0"], "--tracking-uri",
-                       store_uri, *SMALL_STUDY)
+                           store_uri, *SMALL_STUDY)
     assert study.returncode == 0, study.stderr
     return store_uri, run_ids
 
@@ -38,7 +38,7 @@ def lab_store(tmp_path_factory, repo_root, data_dir):
 def test_compare_runs_overlays_the_runs_and_logs_a_comparison_run(repo_root, lab_store, tmp_path):
     store_uri, run_ids = lab_store
     result = run_lab_script(repo_root, "analysis/compare_runs.py", "--run-ids", f"{run_ids['mlp-s0']},{run_ids['mlp-small-s0']}",
-                        "--tracking-uri", store_uri, "--out", str(tmp_path / "out"), "--no-progress")
+                            "--tracking-uri", store_uri, "--out", str(tmp_path / "out"), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert {path.name for path in (tmp_path / "out").iterdir()} == COMPARISON_FILES
     with (tmp_path / "out" / "table.csv").open() as handle:
@@ -72,7 +72,7 @@ def test_compare_runs_refuses_a_run_that_is_not_training(repo_root, lab_store):
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
     (study,) = client.search_runs([experiment_id], "tags.`ganlab.kind` = 'latent-analysis'")
     result = run_lab_script(repo_root, "analysis/compare_runs.py", "--tracking-uri", store_uri, "--run-ids",
-                        study.info.run_id)
+                            study.info.run_id)
     assert_one_line_error(result, "is not a ganlab training run")
 
 
@@ -80,7 +80,7 @@ def test_report_opens_in_chromium_with_every_image_decoded(repo_root, lab_store,
     store_uri, run_ids = lab_store
     report_path = tmp_path / "report.html"
     result = run_lab_script(repo_root, "analysis/report.py", "--experiment", "fashion-mnist-gan", "--tracking-uri",
-                        store_uri, "--out", str(report_path))
+                            store_uri, "--out", str(report_path))
     assert result.returncode == 0, result.stderr
     assert str(report_path) in result.stdout
     page = report_path.read_text()
@@ -123,7 +123,7 @@ def test_report_never_overwrites_silently_and_names_a_missing_experiment(repo_ro
     assert_one_line_error(result, "--overwrite")
     assert existing.read_text() == "my notes"
     result = run_lab_script(repo_root, "analysis/report.py", "--tracking-uri", store_uri, "--experiment", "nope",
-                        "--out", str(tmp_path / "new.html"))
+                            "--out", str(tmp_path / "new.html"))
     assert_one_line_error(result, "no MLflow experiment named 'nope'")
     assert not (tmp_path / "new.html").exists()
 

@@ -225,5 +225,4 @@ def test_two_workers_share_one_postgres_study_and_record_every_trial_once(repo_r
 def test_bad_settings_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
     command = [sys.executable, "experiments/tune.py", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir), *arguments]
-    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120),
-                          fragment)
+    assert_one_line_error(run_script(command, cwd=repo_root, timeout=120), fragment)
