@@ -313,9 +313,10 @@ def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
                     f"({summary.get('precision_resolved', 'fp32')}). Committed in "
                     f"{_shown(summary_path.parent)}/, not from this report's store.")
         for name in ("optimization_history", "param_importances", "pareto_front"):
-            if (summary_path.parent / f"{name}.png").is_file():
-                report.png((summary_path.parent / f"{name}.png").read_bytes(),
-                           f"{name.replace('_', ' ').capitalize()} of {summary['study_name']} (committed)")
+            figure = summary_path.parent / f"{name}.png"
+            if figure.is_file():
+                report.png(figure.read_bytes(), f"{name.replace('_', ' ').capitalize()} of {summary['study_name']} "
+                                                f"(committed file {_shown(figure)})")
     if comparison_table.is_file():
         comparison = json.loads((comparison_table.parent / "summary.json").read_text())
         report.heading("Committed comparison: the reports' settings against the best of each study", level=3)
@@ -323,9 +324,9 @@ def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
         report.note(f"Committed in {_shown(comparison_table.parent)}/ on {comparison.get('date', '?')}, "
                     f"{comparison.get('machine', 'an unnamed machine')}; not from this report's store.")
         for name in ("fid_by_epoch", "epoch_loss_d_by_epoch"):
-            if (comparison_table.parent / f"{name}.png").is_file():
-                report.png((comparison_table.parent / f"{name}.png").read_bytes(),
-                           f"{name.replace('_', ' ')} per arm (committed)")
+            figure = comparison_table.parent / f"{name}.png"
+            if figure.is_file():
+                report.png(figure.read_bytes(), f"{name.replace('_', ' ')} per arm (committed file {_shown(figure)})")
 
 
 def _speed_section(report: HtmlReport, lab: LabRuns, speed_dir: Path = COMMITTED_SPEED) -> None:

@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # Optuna's matplotlib plots use pyplot; no screen here
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import RunTag  # noqa: E402
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
@@ -180,9 +181,13 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     tracking.close_lost_runs(client, experiment_id)
     storage = open_storage(config.storage)
     directions = ["minimize", "minimize"] if config.objective == "both" else ["minimize"]
-    sampler = optuna.samplers.TPESampler(seed=config.seed + 1000 * config.worker)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(config, trials_before=0))
     pruner = pruner or make_pruner(config)
     study, created = _create_or_load_study(storage, config, directions, sampler, pruner)
+    if not created:
+        # A sampler seeded as when the study began would propose its first points again (TPE's random start-up
+        # trials come from that seed): a resumed or joined study seeds it past the trials it already holds.
+        study.sampler = sampler = optuna.samplers.TPESampler(seed=sampler_seed(config, len(study.trials)))
     # The study's one parent run: created by the worker that created the study, reopened by every other.
     existing_parent = None if created else _wait_for(lambda: study.user_attrs.get("mlflow_parent_run_id"),
                                                      what="the study's parent run")
@@ -217,6 +222,12 @@ def run_study(config: TuneConfig, show_progress: bool = True,
         finished = len(study.get_trials(deepcopy=False, states=finished_states))
     return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained,
                       registration)
+
+
+def sampler_seed(config: TuneConfig, trials_before: int) -> int:
+    """The sampler's seed for a worker that finds `trials_before` trials in the study: each worker and each resume
+    draws its own proposals, and the same sequence of runs draws the same ones again."""
+    return config.seed + 1000 * config.worker + trials_before
 
 
 def open_storage(url: str, attempts: int = 3) -> RDBStorage:
@@ -447,9 +458,9 @@ def _log_study_artifacts(client: MlflowClient, parent_run_id: str, study: optuna
                 metrics.update(best_value_mean=confirmation["mean"], best_value_std=confirmation["std"])
             for key, value in metrics.items():
                 client.log_metric(parent_run_id, key, value)
-            if best and config.objective != "both":
-                client.log_batch(parent_run_id, params=[tracking.mlflow_param(f"best.{name}", value)
-                                                        for name, value in best[0]["params"].items()])
+            if best and config.objective != "both":  # tags, not params: a resumed study's best may change
+                client.log_batch(parent_run_id, tags=[RunTag(f"best.{name}", str(value))
+                                                      for name, value in best[0]["params"].items()])
 
 
 def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], confirmation: dict | None,

@@ -119,8 +119,17 @@ def test_step_budget_study_starts_from_the_reports_settings_and_exports_its_resu
     assert {"trials.csv", "best.json", "optimization_history.png"} <= {path.name for path in results.iterdir()}
     assert {"trials.json", "study.json"} <= artifact_paths(client, result.parent_run_id)
 
+    # Resumed twice, one trial each time: each resume proposes new points, not the first ones again.
+    for trials in (3, 4):
+        run_study(dataclasses.replace(config, trials=trials), show_progress=False)
+    resumed = optuna.load_study(study_name="budget", storage=storage)
+    proposed = [tuple(trial.params.values()) for trial in resumed.trials]
+    assert len(proposed) == 4 and len(set(proposed)) == 4, proposed
+    best_tags = client.get_run(result.parent_run_id).data.tags  # the best may change on a resume: tags, not params
+    assert float(best_tags["best.lr_g"]) == pytest.approx(resumed.best_trial.params["lr_g"])
+
     # A resumed study must have the same budget.
-    changed = dataclasses.replace(config, steps_per_trial=20, trials=3)
+    changed = dataclasses.replace(config, steps_per_trial=20, trials=5)
     with pytest.raises(GanlabError, match="was started with --steps-per-trial 15"):
         run_study(changed, show_progress=False)
 
