@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STORE ?= sqlite:///mlruns/mlflow.db
 SERVE_PORT ?= 5001
 
-.PHONY: demo test data inception ui serve report clean-venv
+.PHONY: demo test data inception ui serve report gpu-carry gpu-check clean-venv
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,19 @@ demo: data
 # ($GANLAB_INCEPTION_DIR) and checks the result's sha256. Later runs only verify (a few seconds).
 inception: $(BIN)/.installed
 	$(BIN)/python -m ganlab.metrics.inception_setup
+
+# For a GPU machine with torch but no network, what travels beside the repository (docs/gpu.md): .whl/, the wheels
+# ganlab needs beyond what its image has (python -m ganlab.gpu_wheels --help: another image, another Python), and
+# .gpu-data/, Fashion-MNIST's four files gzipped (30 MB; ganlab unpacks and verifies them there).
+gpu-carry: data
+	$(BIN)/python -m ganlab.gpu_wheels --out .whl
+	mkdir -p .gpu-data/FashionMNIST/raw
+	for file in data/FashionMNIST/raw/*-ubyte; do gzip -9 -c $$file > .gpu-data/FashionMNIST/raw/$$(basename $$file).gz; done
+
+# The GPU campaign, on the GPU machine (its own python3, the wheels of `make gpu-carry` installed there).
+GPU_CHECK_OUT ?= results/gpu-campaign
+gpu-check:
+	python3 experiments/gpu_check.py --out $(GPU_CHECK_OUT) --overwrite
 
 # One pytest-xdist worker per core by default (TEST_WORKERS=1 for one process); a test file stays in one worker.
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)

@@ -73,9 +73,10 @@ def machine_description(device: torch.device) -> str:
     return f"{name}, torch {torch.__version__}, native bf16: {'yes' if has_native_bf16(device) else 'no'}"
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward passes (weights, optimizer state and losses stay fp32), or nothing."""
+def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward passes (weights, optimizer state and losses stay fp32), or nothing. `cache`
+    off inside a CUDA graph capture, where autocast's cache of cast weights would go stale."""
     if precision != "bf16":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 

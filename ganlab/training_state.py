@@ -85,10 +85,9 @@ class TrainingState:
         try:
             self.generator.load_state_dict(checkpoint.unprefixed("generator", state))
             self.discriminator.load_state_dict(checkpoint.unprefixed("discriminator", state))
-            self.optimizer_g.load_state_dict(checkpoint.optimizer_from_tensors(
-                "optimizer_g", state, state["optimizer_g_param_groups"]))
-            self.optimizer_d.load_state_dict(checkpoint.optimizer_from_tensors(
-                "optimizer_d", state, state["optimizer_d_param_groups"]))
+            for prefix, optimizer in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
+                load_optimizer(optimizer, checkpoint.optimizer_from_tensors(prefix, state,
+                                                                             state[f"{prefix}_param_groups"]))
             self.order_rng.set_state(state["rng.order"])
             self.latent_rng.set_state(state["rng.latent"])
             self.epoch, self.step_in_epoch, self.global_step = (
@@ -98,3 +97,12 @@ class TrainingState:
             self.step_values.copy_(state["epoch_step_values"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise GanlabError(f"the checkpoint does not fit this run's models and settings ({error})") from error
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """Load an optimizer's state but keep how this process steps it: a checkpoint of a CUDA-graph run (capturable
+    Adam) resumes on the CPU, and an eager one under a graph (ganlab.cuda_graph sets capturable itself)."""
+    capturable = [group.get("capturable", False) for group in optimizer.param_groups]
+    optimizer.load_state_dict(state_dict)
+    for group, flag in zip(optimizer.param_groups, capturable):
+        group["capturable"] = flag

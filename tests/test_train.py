@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from ganlab import tracking
+from ganlab import devices, tracking
 from ganlab.train import TrainConfig
 from helpers import (artifact_paths, assert_one_line_error, final_weights, only_run, run_train, step_history,
                      train_command, wait_for_checkpoint)
@@ -59,6 +59,7 @@ def test_short_run_tracks_params_metrics_and_every_artifact(repo_root, data_dir,
     assert params["lr_g"] == "0.0002" and params["batch_size"] == "64" and params["max_steps"] == "150"
     assert params["generator_parameters"] == "561168" and params["discriminator_parameters"] == "533505"
     assert params["torch_version"] == torch.__version__ and params["device_resolved"] == "cpu"
+    assert params["machine"] == devices.machine_description(torch.device("cpu"))
     assert params["dataset_md5.train-images-idx3-ubyte"] == "f4a8712d7a061bf5bd6d2ca38dc4d50a"
     assert run.data.tags["ganlab.kind"] == "train" and run.data.tags["ganlab.arch"] == "mlp"
 
