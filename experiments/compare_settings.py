@@ -3,10 +3,11 @@
     python experiments/compare_settings.py --arm reports --arm best:cnn-balance-lr \
         --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison
     python experiments/compare_settings.py --arch mlp-small --arm reports --arm best:mlp-small-fid --epochs 2
+    python experiments/compare_settings.py --arm reports@fp32 --arm reports@bf16 --epochs 2 --name precision
 
 Each arm × seed is an ordinary tracked training run (tags ganlab.comparison and ganlab.arm); rerunning the same
 command reuses finished runs and resumes interrupted ones, so the comparison can run in pieces. The folder gets
-runs.csv, summary.json (mean, std, 95% intervals, differences from the reports' arm with their Welch intervals),
+runs.csv, summary.json (mean, std, 95% intervals, differences from the first arm with their Welch intervals),
 table.md and the FID and D-loss curves by epoch; the same files are logged as a run tagged ganlab.kind=comparison.
 Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
 """
@@ -23,7 +24,8 @@ from ganlab.tuning import DEFAULT_STORAGE
 def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
     parser.add_argument("--arm", action="append", required=True,
-                        help="`reports` or `best:STUDY_NAME` (repeat for each arm)")
+                        help="`reports` or `best:STUDY_NAME`, optionally ending in @fp32 or @bf16 (repeat for each "
+                             "arm; the first is the baseline the others are compared with)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage of the studies (default: "
                                                                     f"{DEFAULT_STORAGE})")
     parser.add_argument("--arch", default="cnn", help="architecture (default: cnn)")
@@ -70,7 +72,7 @@ def main() -> int:
     run_id, experiment_id, table = balance.log_comparison(summary, base, arguments.name, arguments.out)
     print(table, end="")
     for arm, answer in summary["answer"].items():
-        print(f"{arm}: FID {answer['fid_ratio_to_reports']:.2f}× the reports' arm; "
+        print(f"{arm}: FID {answer['fid_ratio_to_baseline']:.2f}× that of {summary['baseline']}; "
               f"D loss still falling over the last epochs: {answer['d_loss_still_falling']}")
     print(tracking.closing_lines(f"compared {len(arms)} arms × {len(seeds)} seeds; logged as run {run_id}",
                                  experiment_id, run_id, tracking.resolve_tracking_uri(arguments.tracking_uri),

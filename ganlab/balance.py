@@ -1,11 +1,12 @@
 """Does tuning balance the CNN GAN? The reports' settings against the best of each study, several seeds per arm.
 
-Each arm is a set of training settings (the reports', or a study's best trial); each is trained with every seed as an
-ordinary tracked run, reused when it already finished and resumed when it was interrupted, so the comparison runs in
-resumable pieces. The answer is numbers with their uncertainty: per arm the mean, the standard deviation and a 95%
-t-interval of every final metric, and per tuned arm the difference from the reports' arm with its 95% Welch interval,
-which says whether the difference is larger than the seed-to-seed noise. D "no longer collapsing" is measured as the
-slope of the epoch D loss over the last epochs (per epoch; negative = still falling towards 0).
+Each arm is a set of training settings (the reports', or a study's best trial, in a number format); each is trained
+with every seed as an ordinary tracked run, reused when it already finished and resumed when it was interrupted, so
+the comparison runs in resumable pieces. The answer is numbers with their uncertainty: per arm the mean, the
+standard deviation and a 95% t-interval of every final metric, and per other arm the difference from the first arm
+(the baseline) with its 95% Welch interval, which says whether the difference is larger than the seed-to-seed noise.
+D "no longer collapsing" is measured as the slope of the epoch D loss over the last epochs (per epoch; negative =
+still falling towards 0).
 """
 
 import csv
@@ -53,12 +54,24 @@ class ArmResult:
 
 
 def parse_arm(spec: str, storage_url: str) -> Arm:
-    """`reports` → the reports' settings; `best:STUDY` → the best trial of that study in `storage_url`."""
-    if spec == "reports":
+    """`reports` → the reports' settings; `best:STUDY` → the best trial of that study in `storage_url`. Either may end
+    in `@fp32` or `@bf16`, which trains that arm in that number format (so one comparison can set the two side by
+    side); without it the arm takes --precision."""
+    settings, _, precision = spec.partition("@")
+    arm = _parse_settings(settings, storage_url, spec)
+    if not precision:
+        return arm
+    if precision not in ("fp32", "bf16"):
+        raise GanlabError(f"unknown precision {precision!r} in --arm {spec!r}: use @fp32 or @bf16")
+    return Arm(f"{arm.name}-{precision}", {**arm.params, "precision": precision}, f"{arm.source}, in {precision}")
+
+
+def _parse_settings(settings: str, storage_url: str, spec: str) -> Arm:
+    if settings == "reports":
         return Arm("reports", {name: REPORT_SETTINGS[name] for name in ("lr_g", "lr_d", "beta1", "beta2")},
                    "the reports (lr 2e-4 both, betas 0.5/0.999)")
-    if spec.startswith("best:"):
-        study_name = spec.removeprefix("best:")
+    if settings.startswith("best:"):
+        study_name = settings.removeprefix("best:")
         try:
             study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
         except KeyError as error:
@@ -70,7 +83,7 @@ def parse_arm(spec: str, storage_url: str) -> Arm:
         except ValueError as error:
             raise GanlabError(f"study {study_name!r} has no complete trial yet") from error
         return Arm(f"best-{study_name}", dict(best.params), f"trial {best.number} of study {study_name}")
-    raise GanlabError(f"unknown --arm {spec!r}: use `reports` or `best:STUDY_NAME`")
+    raise GanlabError(f"unknown --arm {spec!r}: use `reports` or `best:STUDY_NAME`, optionally with @fp32 or @bf16")
 
 
 def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: str,
@@ -132,18 +145,19 @@ def welch_difference(values: list[float], baseline: list[float]) -> tuple[float,
 
 
 def summarize(results: list[ArmResult], seeds: list[int], device: str = "auto") -> dict:
-    """Everything the table, the report and the docs quote, as one JSON-friendly dict."""
-    baseline = next((result for result in results if result.arm.name == "reports"), None)
+    """Everything the table, the report and the docs quote, as one JSON-friendly dict. The first arm is the baseline
+    every other arm is compared with (the reports' settings, or fp32 when the arms differ in number format)."""
+    baseline = results[0]
     arms = []
     for result in results:
         metrics = {}
         for name in FINAL_METRICS:
             mean, std, low, high = interval(result.finals[name])
             entry = {"values": result.finals[name], "mean": mean, "std": std, "ci95": [low, high]}
-            if baseline is not None and result is not baseline:
+            if result is not baseline:
                 difference, low, high = welch_difference(result.finals[name], baseline.finals[name])
-                entry["vs_reports"] = {"difference": difference, "ci95": [low, high],
-                                       "beyond_noise": bool(math.isfinite(low) and (low > 0 or high < 0))}
+                entry["vs_baseline"] = {"difference": difference, "ci95": [low, high],
+                                        "beyond_noise": bool(math.isfinite(low) and (low > 0 or high < 0))}
             metrics[name] = entry
         slope_mean, slope_std, slope_low, slope_high = interval(result.d_loss_slopes)
         arms.append({"arm": result.arm.name, "source": result.arm.source, "params": result.arm.params,
@@ -151,17 +165,13 @@ def summarize(results: list[ArmResult], seeds: list[int], device: str = "auto") 
                      "d_loss_slope_last_epochs": {"values": result.d_loss_slopes, "mean": slope_mean,
                                                   "ci95": [slope_low, slope_high]},
                      "curves": result.curves})
-    answer = {}
-    if baseline is not None:
-        reports_fid = statistics.fmean(baseline.finals["fid"])
-        for arm in arms:
-            if arm["arm"] != "reports":
-                answer[arm["arm"]] = {
-                    "fid_ratio_to_reports": arm["metrics"]["fid"]["mean"] / reports_fid,
-                    "fid_at_most_half": arm["metrics"]["fid"]["mean"] <= 0.5 * reports_fid,
-                    "d_loss_still_falling": arm["d_loss_slope_last_epochs"]["mean"] < 0,
-                }
-    return {"seeds": seeds, "arms": arms, "answer": answer, "date": datetime.date.today().isoformat(),
+    baseline_fid = statistics.fmean(baseline.finals["fid"])
+    answer = {arm["arm"]: {"fid_ratio_to_baseline": arm["metrics"]["fid"]["mean"] / baseline_fid,
+                           "fid_at_most_half": arm["metrics"]["fid"]["mean"] <= 0.5 * baseline_fid,
+                           "d_loss_still_falling": arm["d_loss_slope_last_epochs"]["mean"] < 0}
+              for arm in arms[1:]}
+    return {"seeds": seeds, "baseline": baseline.arm.name, "arms": arms, "answer": answer,
+            "date": datetime.date.today().isoformat(),
             "machine": devices.machine_description(devices.resolve_device(device))}
 
 
@@ -185,7 +195,7 @@ def write_results(summary: dict, out_dir: Path, epochs: int) -> None:
 
 
 def table_markdown(summary: dict, epochs: int) -> str:
-    """Mean ± std [95% interval] per arm; the difference from the reports' arm, marked when beyond the noise."""
+    """Mean ± std per arm; the difference from the baseline (first) arm, marked when beyond the noise."""
     shown = ("fid", "kid", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap", "epoch_loss_g")
     header = f"| arm (after {epochs} epochs, {len(summary['seeds'])} seeds) | " + " | ".join(shown) + \
              " | D-loss slope, last epochs |"
@@ -195,16 +205,16 @@ def table_markdown(summary: dict, epochs: int) -> str:
         for name in shown:
             entry = arm["metrics"][name]
             cell = f"{entry['mean']:.3g} ± {entry['std']:.2g}"
-            if "vs_reports" in entry:
-                difference = entry["vs_reports"]
+            if "vs_baseline" in entry:
+                difference = entry["vs_baseline"]
                 cell += f" (Δ {difference['difference']:+.3g}{'*' if difference['beyond_noise'] else ''})"
             cells.append(cell)
         slope = arm["d_loss_slope_last_epochs"]
         lines.append(f"| {arm['arm']} | " + " | ".join(cells) + f" | {slope['mean']:+.3g} |")
     lines.append("")
-    lines.append("mean ± standard deviation over seeds; Δ: difference from the reports' arm, * where its 95% Welch "
-                 "interval excludes 0 (larger than the seed-to-seed noise). FID and KID in the fmnist-cnn-v1 "
-                 "feature space, 10k samples against the 10k test images.")
+    lines.append(f"mean ± standard deviation over seeds; Δ: difference from the first arm ({summary['baseline']}), * "
+                 "where its 95% Welch interval excludes 0 (larger than the seed-to-seed noise). FID and KID in the "
+                 "fmnist-cnn-v1 feature space, 10k samples against the 10k test images.")
     return "\n".join(lines) + "\n"
 
 

@@ -6,14 +6,18 @@ the MLflow UI compares trials directly. The study lives in Optuna's RDB storage:
 share one study between workers on many machines. Rerunning with the same study name resumes it.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +63,7 @@ OBJECTIVE_NAMES = {"fid": "FID", "balance": "imbalance"}  # what a single object
 REPORT_SETTINGS = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
                    "label_smoothing": 0.0, "instance_noise": 0.0, "d_update_every": 1}
 TRAINING_IMAGES = 60_000  # Fashion-MNIST's training set, for turning a step budget into epochs
+TUNE_SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "tune.py"  # what --jobs starts again
 
 
 @dataclass
@@ -81,6 +86,8 @@ class TuneConfig:
     remedies: bool = option(False, "also search label smoothing, instance noise and the D update interval")
     seed: int = option(0, "seed of the sampler and of every trial's training")
     worker: int = option(0, "this worker's index: offsets the sampler seed; worker 0 also confirms the best")
+    jobs: int = option(1, "trials at once on this machine, sharing its device: N-1 more workers start as "
+                       "subprocesses (the next worker indices) and finish before this one sums up")
     confirm_seeds: int = option(3, "train the best params with this many seeds (incl. the trial's) and report mean ± std")
     eval_samples: int = option(10_000, "samples per FID evaluation (every epoch of a trial)")
     max_steps: int | None = option(None, "cap each trial's steps, for smoke studies (default: no cap)")
@@ -106,7 +113,8 @@ class TuneConfig:
         return {**SEARCH_SPACE, **(REMEDY_SPACE if self.remedies else {})}
 
     def validate(self) -> None:
-        for name in ("trials", "epochs_per_trial", "confirm_seeds", "epochs", "eval_samples", "steps_per_trial"):
+        for name in ("trials", "epochs_per_trial", "confirm_seeds", "epochs", "eval_samples", "steps_per_trial",
+                     "jobs"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GanlabError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -205,9 +213,10 @@ def run_study(config: TuneConfig, show_progress: bool = True,
 
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
         remaining = config.trials - len(study.get_trials(deepcopy=False, states=finished_states))
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
-                           callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
+        with helper_workers(config if remaining > 0 else dataclasses.replace(config, jobs=1)):
+            if remaining > 0:
+                study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
+                               callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
 
         best = _best_trials(study)
         close_dead_trial_runs(client, experiment_id, study, parent_run_id)
@@ -222,6 +231,46 @@ def run_study(config: TuneConfig, show_progress: bool = True,
         finished = len(study.get_trials(deepcopy=False, states=finished_states))
     return TuneResult(config.name, parent_run_id, experiment_id, finished, best, confirmation, retrained,
                       registration)
+
+
+@contextlib.contextmanager
+def helper_workers(config: TuneConfig) -> Iterator[None]:
+    """--jobs N: N-1 more workers of the same study as subprocesses for the block, waited for at its end (their
+    trials count in the summary); stopped with SIGTERM if the block fails. Only this worker confirms, retrains and
+    writes --results-dir."""
+    helpers = []
+    for index in range(1, config.jobs):
+        helper = dataclasses.replace(config, worker=config.worker + index, jobs=1, retrain_best=False,
+                                     register_model=None, results_dir=None)
+        helpers.append(subprocess.Popen([sys.executable, str(TUNE_SCRIPT), *config_flags(helper), "--no-progress"],
+                                        stdout=subprocess.DEVNULL))
+    try:
+        yield
+    except BaseException:
+        for helper in helpers:
+            helper.terminate()  # SIGTERM: a helper's running trial is marked failed and its run KILLED
+        for helper in helpers:
+            helper.wait()
+        raise
+    failed = [(index, helper.wait()) for index, helper in enumerate(helpers, start=config.worker + 1)]
+    failed = [f"worker {index} (exit {code})" for index, code in failed if code != 0]
+    if failed:
+        raise GanlabError(f"{', '.join(failed)} of study {config.name!r} failed; its error is above. The study keeps "
+                          f"every finished trial: rerun the same command to go on")
+
+
+def config_flags(config: TuneConfig) -> list[str]:
+    """The command-line flags that give `config` (those that differ from the defaults)."""
+    flags = []
+    for config_field in dataclasses.fields(config):
+        value, flag = getattr(config, config_field.name), "--" + config_field.name.replace("_", "-")
+        if value == config_field.default:
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
 
 
 def sampler_seed(config: TuneConfig, trials_before: int) -> int:
@@ -325,6 +374,7 @@ def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, 
                  show_progress: bool):
     """One trial = one nested training run; per-epoch FID (or imbalance) reported for pruning."""
     point = suggest(trial, config.space())
+    trial.set_user_attr("ganlab.worker", config.worker)
     trial_config = config.trial_config(point, config.seed, f"{config.name}-t{trial.number}")
     last: dict[str, float] = {}
 

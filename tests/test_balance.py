@@ -29,21 +29,24 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
                          data_dir=str(data_dir), study_name="tiny"), show_progress=False)
     out = tmp_path / "comparison"
     command = [sys.executable, "experiments/compare_settings.py", "--arch", "mlp-small", "--arm", "reports", "--arm",
-               "best:tiny", "--storage", storage, "--seeds", "2", "--epochs", "2", "--eval-samples", "300",
+               "best:tiny@bf16", "--storage", storage, "--seeds", "2", "--epochs", "2", "--eval-samples", "300",
                "--train-images", "640", "--out", str(out), "--tracking-uri", store_uri, "--data-dir", str(data_dir),
                "--no-progress"]
     first = run_script(command, cwd=repo_root, timeout=900)
     assert first.returncode == 0, first.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert [arm["arm"] for arm in summary["arms"]] == ["reports", "best-tiny"] and summary["seeds"] == [0, 1]
+    assert [arm["arm"] for arm in summary["arms"]] == ["reports", "best-tiny-bf16"] and summary["seeds"] == [0, 1]
+    assert summary["baseline"] == "reports" and summary["arms"][1]["params"]["precision"] == "bf16"
     client = MlflowClient(store_uri)
     for arm in summary["arms"]:
         fids = [client.get_run(run_id).data.metrics["fid"] for run_id in arm["run_ids"]]
         assert arm["metrics"]["fid"]["values"] == fids and arm["metrics"]["fid"]["mean"] == pytest.approx(sum(fids) / 2)
         assert [len(curve) for curve in arm["curves"]["fid"]] == [2, 2]
-    assert "vs_reports" in summary["arms"][1]["metrics"]["fid"] and "vs_reports" not in summary["arms"][0]["metrics"]["fid"]
+    assert {client.get_run(run_id).data.params["precision"] for run_id in summary["arms"][1]["run_ids"]} == {"bf16"}
+    assert {client.get_run(run_id).data.params["precision"] for run_id in summary["arms"][0]["run_ids"]} == {"auto"}
+    assert "vs_baseline" in summary["arms"][1]["metrics"]["fid"] and "vs_baseline" not in summary["arms"][0]["metrics"]["fid"]
     assert {"runs.csv", "table.md", "fid_by_epoch.png", "epoch_loss_d_by_epoch.png"} <= {p.name for p in out.iterdir()}
-    assert "best-tiny" in first.stdout and "FID" in first.stdout
+    assert "best-tiny-bf16: FID" in first.stdout and "× that of reports;" in first.stdout
 
     # The same command again trains nothing: the four runs are reused.
     experiment_id = client.get_experiment_by_name("fashion-mnist-gan").experiment_id
@@ -59,6 +62,7 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
     (["--arm", "best:nowhere"], "no study 'nowhere'"),
     (["--arm", "reports", "--seeds", "1"], "--seeds must be at least 2"),
     (["--arm", "reports", "--arm", "reports"], "the same --arm twice"),
+    (["--arm", "reports@fp16"], "unknown precision 'fp16' in --arm 'reports@fp16'"),
 ])
 def test_bad_comparisons_are_one_line_errors(repo_root, data_dir, tmp_path, arguments, fragment):
     command = [sys.executable, "experiments/compare_settings.py", "--storage", f"sqlite:///{tmp_path}/optuna.db",

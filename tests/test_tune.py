@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from ganlab.errors import GanlabError
-from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
+from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields
+from ganlab.tuning import TuneConfig, close_dead_trial_runs, config_flags, open_storage, run_study
 from helpers import artifact_paths, assert_one_line_error, run_script
 
 # A tiny but real study: 640 images at batch 64 is 10 steps an epoch; FID from 500 samples.
@@ -235,3 +236,26 @@ def test_bad_settings_are_one_line_errors(repo_root, data_dir, tmp_path, argumen
     command = [sys.executable, "experiments/tune.py", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir), *arguments]
     assert_one_line_error(run_script(command, cwd=repo_root, timeout=120), fragment)
+
+
+def test_config_flags_give_back_the_same_config():
+    config = TuneConfig(arch="mlp-small", trials=4, enqueue_reports=False, study_name="x", worker=1,
+                        train_images=640, steps_per_trial=15, remedies=True, tracking_uri="sqlite:///a.db")
+    parser = ArgumentParser()
+    add_config_arguments(parser, TuneConfig)
+    assert TuneConfig(**explicit_fields(parser.parse_args(config_flags(config)), TuneConfig)) == config
+
+
+def test_jobs_run_trials_in_helper_workers_of_the_same_study(repo_root, data_dir, tmp_path):
+    store_uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/optuna.db"
+    result = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "4", "--pruner", "none",
+                      "--confirm-seeds", "1", "--study-name", "parallel", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="parallel", storage=storage)
+    finished = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
+    assert len(finished) >= 4  # each worker stops at 4 finished; one running trial may finish past it
+    assert {trial.user_attrs["ganlab.worker"] for trial in finished} == {0, 1}
+    assert len({tuple(trial.params.values()) for trial in finished}) == len(finished)
+    (parent,), trials, _ = study_runs(MlflowClient(store_uri), "parallel")
+    assert all(run.data.tags["mlflow.parentRunId"] == parent.info.run_id for runs in trials.values() for run in runs)
+    assert f"{len(finished)} finished trials" in result.stdout  # the summary waited for the helper's trials
