@@ -213,8 +213,8 @@ def run_study(config: TuneConfig, show_progress: bool = True,
 
         finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
         remaining = config.trials - len(study.get_trials(deepcopy=False, states=finished_states))
-        with helper_workers(config if remaining > 0 else dataclasses.replace(config, jobs=1)):
-            if remaining > 0:
+        if remaining > 0:
+            with helper_workers(config):
                 study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,),
                                callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=finished_states)])
 
@@ -252,8 +252,8 @@ def helper_workers(config: TuneConfig) -> Iterator[None]:
         for helper in helpers:
             helper.wait()
         raise
-    failed = [(index, helper.wait()) for index, helper in enumerate(helpers, start=config.worker + 1)]
-    failed = [f"worker {index} (exit {code})" for index, code in failed if code != 0]
+    exit_codes = {index: helper.wait() for index, helper in enumerate(helpers, start=config.worker + 1)}
+    failed = [f"worker {index} (exit {code})" for index, code in exit_codes.items() if code != 0]
     if failed:
         raise GanlabError(f"{', '.join(failed)} of study {config.name!r} failed; its error is above. The study keeps "
                           f"every finished trial: rerun the same command to go on")
