@@ -50,6 +50,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
             parser.add_argument(flag, type=value_type, **common)
 
 
+def config_flags(config) -> list[str]:
+    """The inverse of add_config_arguments: the flags that give `config` (the fields that differ from the defaults),
+    for starting a script again with the same settings."""
+    flags = []
+    for config_field in dataclasses.fields(config):
+        value = getattr(config, config_field.name)
+        if value == config_field.default or value is None:
+            continue
+        flag = config_field.metadata.get("flag") or "--" + config_field.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif isinstance(value, tuple):  # repeatable: one use of the flag per item
+            flags += [item for element in value for item in (flag, str(element))]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
 def explicit_fields(namespace: argparse.Namespace, config_class: type) -> dict:
     """The config fields the user gave on the command line."""
     names = {config_field.name for config_field in dataclasses.fields(config_class)}

@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa
 from optuna.trial import TrialState  # noqa: E402
 
 from ganlab import devices, model_registry, tracking  # noqa: E402
-from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, option  # noqa: E402
+from ganlab.cli import DATA_DIR_HELP, TRACKING_URI_HELP, config_flags, option  # noqa: E402
 from ganlab.errors import GanlabError, TrainingFailed, first_line  # noqa: E402
 from ganlab.train import RESUMABLE_OVERRIDES, TrainConfig, train  # noqa: E402
 
@@ -257,20 +257,6 @@ def helper_workers(config: TuneConfig) -> Iterator[None]:
     if failed:
         raise GanlabError(f"{', '.join(failed)} of study {config.name!r} failed; its error is above. The study keeps "
                           f"every finished trial: rerun the same command to go on")
-
-
-def config_flags(config: TuneConfig) -> list[str]:
-    """The command-line flags that give `config` (those that differ from the defaults)."""
-    flags = []
-    for config_field in dataclasses.fields(config):
-        value, flag = getattr(config, config_field.name), "--" + config_field.name.replace("_", "-")
-        if value == config_field.default:
-            continue
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag.removeprefix("--"))
-        elif value is not None:
-            flags += [flag, str(value)]
-    return flags
 
 
 def sampler_seed(config: TuneConfig, trials_before: int) -> int:

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from ganlab.errors import GanlabError
-from ganlab.cli import ArgumentParser, add_config_arguments, explicit_fields
-from ganlab.tuning import TuneConfig, close_dead_trial_runs, config_flags, open_storage, run_study
+from ganlab.cli import ArgumentParser, add_config_arguments, config_flags, explicit_fields
+from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
 from helpers import artifact_paths, assert_one_line_error, run_script
 
 # A tiny but real study: 640 images at batch 64 is 10 steps an epoch; FID from 500 samples.
