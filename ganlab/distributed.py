@@ -6,6 +6,7 @@ so N ranks take the same optimizer steps as one process with the whole batch. On
 and writes checkpoints. Without torchrun, `Ranks()` is the single process and every call here is a no-op.
 """
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ganlab.errors import GanlabError
 
 # Rank 0 evaluates FID alone at some epoch ends while the others wait in the next step's all-reduce.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
+LEAVE_TIMEOUT = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,21 @@ def start(ranks: Ranks, device: torch.device) -> torch.device:
 
 
 def stop() -> None:
-    """Leave the process group (at the end of a torchrun worker)."""
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    """Leave the process group (at the end of a torchrun worker), all ranks together.
+
+    Rank 0 finishes later than the others (it logs the final model); a rank that tore its gloo group down and
+    exited meanwhile was seen to abort now and then ("terminate called without an active exception", SIGABRT).
+    So the ranks meet first; a rank that never comes (it crashed, and torchrun is stopping the job) is waited for
+    at most LEAVE_TIMEOUT on the CPU.
+    """
+    if not torch_dist.is_initialized():
+        return
+    with contextlib.suppress(RuntimeError):  # a rank that never came: leave anyway
+        if torch_dist.get_backend() == "gloo":
+            torch_dist.monitored_barrier(timeout=LEAVE_TIMEOUT)
+        else:
+            torch_dist.barrier()
+    torch_dist.destroy_process_group()
 
 
 def wrap(module: nn.Module, ranks: Ranks) -> nn.Module:
