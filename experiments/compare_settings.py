@@ -1,6 +1,6 @@
 """Train the reports' settings and the best of each tuning study with several seeds, and compare them honestly.
 
-    python experiments/compare_settings.py --arm reports --arm best:cnn-balance-lr \
+    python experiments/compare_settings.py --arm reports --arm best:cnn-bf16-lr \
         --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison
     python experiments/compare_settings.py --arch mlp-small --arm reports --arm best:mlp-small-fid --epochs 2
     python experiments/compare_settings.py --arm reports@fp32 --arm reports@bf16 --epochs 2 --name precision

@@ -307,13 +307,16 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
 
 
 def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple[optuna.Study, bool]:
-    """The study and whether this worker created it; a resumed study must have been made for the same task."""
+    """The study and whether this worker created it; a resumed study must have been made for the same task, in the
+    same number format (trials in fp32 and in bf16 are not one sample)."""
+    precision = devices.resolve_precision(config.precision, devices.resolve_device(config.device))
     try:
         study = optuna.create_study(storage=storage, study_name=config.name, directions=directions,
                                     sampler=sampler, pruner=pruner)
         study.set_user_attr("ganlab", {"arch": config.arch, "objective": config.objective,
                                        "epochs_per_trial": config.epochs_per_trial,
-                                       "steps_per_trial": config.steps_per_trial, "space": config.space()})
+                                       "steps_per_trial": config.steps_per_trial, "space": config.space(),
+                                       "precision": precision})
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(config.metric_names)
@@ -327,6 +330,10 @@ def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple
         if described.get(key) != getattr(config, key):
             raise GanlabError(f"study {config.name!r} was started with --{key.replace('_', '-')} {described[key]}, "
                               f"not {getattr(config, key)}; pick another --study-name")
+    if described.get("precision", precision) != precision:  # studies made before this was recorded: not checked
+        raise GanlabError(f"study {config.name!r} trains its trials in {described['precision']}, this machine would "
+                          f"train in {precision}; pass --precision {described['precision']} or pick another "
+                          f"--study-name")
     if described["space"] != json.loads(json.dumps(config.space())):
         raise GanlabError(f"study {config.name!r} searches another space (--remedies differs); pick another "
                           f"--study-name")

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from ganlab import devices
 from ganlab.errors import GanlabError
 from ganlab.cli import ArgumentParser, add_config_arguments, config_flags, explicit_fields
 from ganlab.tuning import TuneConfig, close_dead_trial_runs, open_storage, run_study
@@ -133,6 +135,12 @@ def test_step_budget_study_starts_from_the_reports_settings_and_exports_its_resu
     changed = dataclasses.replace(config, steps_per_trial=20, trials=5)
     with pytest.raises(GanlabError, match="was started with --steps-per-trial 15"):
         run_study(changed, show_progress=False)
+    # ... and the same number format: the study records the one its trials trained in.
+    recorded = resumed.user_attrs["ganlab"]["precision"]
+    assert recorded == devices.resolve_precision("auto", torch.device("cpu"))
+    other = "fp32" if recorded == "bf16" else "bf16"
+    with pytest.raises(GanlabError, match=f"trains its trials in {recorded}.*--precision {recorded}"):
+        run_study(dataclasses.replace(config, precision=other, trials=5), show_progress=False)
 
 
 class PruneAfterFirstEpoch(optuna.pruners.BasePruner):
