@@ -1,4 +1,4 @@
-"""Regenerate the parts of docs/*.md that copy something else, so they cannot drift from it.
+"""Regenerate the parts of docs/*.md and README.md that copy something else, so they cannot drift from it.
 
     python docs/generate.py           # rewrite every generated block
     python docs/generate.py --check   # exit 1, naming the stale blocks, if any differs (a test runs this)
@@ -11,6 +11,7 @@ A block sits between `<!-- generated: KIND SOURCE -->` and `<!-- end generated -
 
 import argparse
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -43,17 +44,18 @@ def flags_table(script: str) -> str:
     return "\n".join(rows).replace(f"{REPO_ROOT}/", "") + "\n"  # the same table in every clone
 
 
-def file_block(path: str) -> str:
-    """A committed results file as it is, or what writes it."""
+def file_block(path: str, page: Path) -> str:
+    """A committed results file as it is (linked relative to the page that quotes it), or what writes it."""
     source = REPO_ROOT / path
     if not source.exists():
         return f"*Not measured yet: `{path}` is written by the commands in its folder's run script.*\n"
-    return source.read_text().rstrip("\n") + f"\n\n*(from [`{path}`](../{path}))*\n"
+    link = Path(os.path.relpath(source, page.parent)).as_posix()
+    return source.read_text().rstrip("\n") + f"\n\n*(from [`{path}`]({link}))*\n"
 
 
-def regenerate(text: str) -> str:
+def regenerate(text: str, page: Path) -> str:
     def replace(match: re.Match) -> str:
-        body = flags_table(match["source"]) if match["kind"] == "flags" else file_block(match["source"])
+        body = flags_table(match["source"]) if match["kind"] == "flags" else file_block(match["source"], page)
         return match.group(1) + body + match.group(5)
     return BLOCK.sub(replace, text)
 
@@ -64,9 +66,9 @@ def main() -> int:
     arguments = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
     stale = []
-    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
+    for page in [*sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "README.md"]:
         text = page.read_text()
-        updated = regenerate(text)
+        updated = regenerate(text, page)
         if updated != text:
             stale.append(page.relative_to(REPO_ROOT))
             if not arguments.check:
@@ -75,7 +77,7 @@ def main() -> int:
         print(f"stale generated blocks in {', '.join(map(str, stale))}: run python docs/generate.py",
               file=sys.stderr)
         return 1
-    print(f"{'checked' if arguments.check else 'regenerated'} docs/*.md" + (f" ({len(stale)} updated)"
+    print(f"{'checked' if arguments.check else 'regenerated'} docs/*.md and README.md" + (f" ({len(stale)} updated)"
                                                                              if stale and not arguments.check else ""))
     return 0
 

@@ -30,7 +30,7 @@ from ganlab.train import TrainConfig
 from ganlab.tuning import REPORT_SETTINGS, open_storage, train_or_reuse
 
 FINAL_METRICS = ("fid", "kid", "precision", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap",
-                 "epoch_loss_g")
+                 "epoch_loss_g", "images_per_second")  # the last: training throughput of the last epoch, tracking on
 LOWER_IS_BETTER = {"fid", "kid", "epoch_d_gap"}
 SLOPE_EPOCHS = 3  # the last epochs whose D-loss trend says whether D is still collapsing
 
@@ -188,6 +188,7 @@ def write_results(summary: dict, out_dir: Path, epochs: int) -> None:
                                  arm["d_loss_slope_last_epochs"]["values"][index]])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "table.md").write_text(table_markdown(summary, epochs))
+    (out_dir / "answer.md").write_text(answer_markdown(summary, epochs))
     for name, ylabel in (("fid", "FID (fmnist-cnn-v1)"), ("epoch_loss_d", "epoch D loss")):
         figure = arm_curves({arm["arm"]: arm["curves"][name] for arm in summary["arms"]}, ylabel,
                             f"{ylabel} by epoch, mean and each seed")
@@ -196,7 +197,8 @@ def write_results(summary: dict, out_dir: Path, epochs: int) -> None:
 
 def table_markdown(summary: dict, epochs: int) -> str:
     """Mean ± std per arm; the difference from the baseline (first) arm, marked when beyond the noise."""
-    shown = ("fid", "kid", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap", "epoch_loss_g")
+    shown = ("fid", "kid", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap", "epoch_loss_g",
+             "images_per_second")
     header = f"| arm (after {epochs} epochs, {len(summary['seeds'])} seeds) | " + " | ".join(shown) + \
              " | D-loss slope, last epochs |"
     lines = [header, "|" + " --- |" * (len(shown) + 2)]
@@ -214,7 +216,36 @@ def table_markdown(summary: dict, epochs: int) -> str:
     lines.append("")
     lines.append(f"mean ± standard deviation over seeds; Δ: difference from the first arm ({summary['baseline']}), * "
                  "where its 95% Welch interval excludes 0 (larger than the seed-to-seed noise). FID and KID in the "
-                 "fmnist-cnn-v1 feature space, 10k samples against the 10k test images.")
+                 "fmnist-cnn-v1 feature space, 10k samples against the 10k test images; images_per_second: training "
+                 "throughput of the last epoch, tracking on (on a shared machine it varies with its load).")
+    return "\n".join(lines) + "\n"
+
+
+def answer_markdown(summary: dict, epochs: int) -> str:
+    """The comparison's answer in a few sentences with their uncertainty, for the README to quote as it is (a
+    generated block, so the prose cannot drift from the committed numbers)."""
+    arms = {arm["arm"]: arm for arm in summary["arms"]}
+    baseline = arms[summary["baseline"]]
+    base_fid, base_speed = baseline["metrics"]["fid"], baseline["metrics"].get("images_per_second")
+    lines = [f"After {epochs} epochs, {len(summary['seeds'])} seeds per arm (FID in the fmnist-cnn-v1 feature space, "
+             f"10k samples; {summary['machine']}, {summary['date']}):", ""]
+    for name, answer in summary["answer"].items():
+        fid = arms[name]["metrics"]["fid"]
+        difference = fid["vs_baseline"]
+        low, high = difference["ci95"]
+        noise = "larger than the seed-to-seed noise" if difference["beyond_noise"] else "within the seed-to-seed noise"
+        slope = arms[name]["d_loss_slope_last_epochs"]["mean"]
+        sentence = (f"- **{name}**: FID {fid['mean']:.3g} ± {fid['std']:.2g} against {summary['baseline']}'s "
+                    f"{base_fid['mean']:.3g} ± {base_fid['std']:.2g} ({answer['fid_ratio_to_baseline']:.2f}×); the "
+                    f"difference, {difference['difference']:+.3g}, has a 95% Welch interval of [{low:+.3g}, "
+                    f"{high:+.3g}]: {noise}. The epoch D loss over the last epochs changes by {slope:+.3g} per "
+                    f"epoch ({'still falling' if answer['d_loss_still_falling'] else 'not falling'}).")
+        speed = arms[name]["metrics"].get("images_per_second")
+        if speed and base_speed:
+            sentence += (f" Training throughput {speed['mean']:.0f} ± {speed['std']:.2g} images/s against "
+                         f"{base_speed['mean']:.0f} ± {base_speed['std']:.2g} "
+                         f"({speed['mean'] / base_speed['mean']:.2f}×).")
+        lines.append(sentence)
     return "\n".join(lines) + "\n"
 
 

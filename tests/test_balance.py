@@ -40,12 +40,19 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
     client = MlflowClient(store_uri)
     for arm in summary["arms"]:
         fids = [client.get_run(run_id).data.metrics["fid"] for run_id in arm["run_ids"]]
-        assert arm["metrics"]["fid"]["values"] == fids and arm["metrics"]["fid"]["mean"] == pytest.approx(sum(fids) / 2)
+        assert arm["metrics"]["fid"]["values"] == fids
+        assert arm["metrics"]["images_per_second"]["values"] == [
+            client.get_run(run_id).data.metrics["images_per_second"] for run_id in arm["run_ids"]] and arm["metrics"]["fid"]["mean"] == pytest.approx(sum(fids) / 2)
         assert [len(curve) for curve in arm["curves"]["fid"]] == [2, 2]
     assert {client.get_run(run_id).data.params["precision"] for run_id in summary["arms"][1]["run_ids"]} == {"bf16"}
     assert {client.get_run(run_id).data.params["precision"] for run_id in summary["arms"][0]["run_ids"]} == {"auto"}
     assert "vs_baseline" in summary["arms"][1]["metrics"]["fid"] and "vs_baseline" not in summary["arms"][0]["metrics"]["fid"]
-    assert {"runs.csv", "table.md", "fid_by_epoch.png", "epoch_loss_d_by_epoch.png"} <= {p.name for p in out.iterdir()}
+    assert {"runs.csv", "table.md", "answer.md", "fid_by_epoch.png", "epoch_loss_d_by_epoch.png"} <= \
+        {p.name for p in out.iterdir()}
+    answer = (out / "answer.md").read_text()  # the README quotes such a file: its numbers are the summary's
+    tuned_fid = summary["arms"][1]["metrics"]["fid"]
+    assert f"**best-tiny-bf16**: FID {tuned_fid['mean']:.3g} ± {tuned_fid['std']:.2g} against reports'" in answer
+    assert f"({summary['answer']['best-tiny-bf16']['fid_ratio_to_baseline']:.2f}×)" in answer
     assert "best-tiny-bf16: FID" in first.stdout and "× that of reports;" in first.stdout
 
     # The same command again trains nothing: the four runs are reused.
