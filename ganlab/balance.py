@@ -222,29 +222,28 @@ def table_markdown(summary: dict, epochs: int) -> str:
 
 
 def answer_markdown(summary: dict, epochs: int) -> str:
-    """The comparison's answer in a few sentences with their uncertainty, for the README to quote as it is (a
+    """The comparison's answer in a few short sentences with their uncertainty, for the README to quote as it is (a
     generated block, so the prose cannot drift from the committed numbers)."""
     arms = {arm["arm"]: arm for arm in summary["arms"]}
     baseline = arms[summary["baseline"]]
     base_fid, base_speed = baseline["metrics"]["fid"], baseline["metrics"].get("images_per_second")
-    lines = [f"After {epochs} epochs, {len(summary['seeds'])} seeds per arm (FID in the fmnist-cnn-v1 feature space, "
-             f"10k samples; {summary['machine']}, {summary['date']}):", ""]
+    lines = [f"After {epochs} epochs, {len(summary['seeds'])} seeds per arm, 10k-sample FID (fmnist-cnn-v1); "
+             f"{summary['machine']}, {summary['date']}:", ""]
     for name, answer in summary["answer"].items():
         fid = arms[name]["metrics"]["fid"]
         difference = fid["vs_baseline"]
         low, high = difference["ci95"]
-        noise = "larger than the seed-to-seed noise" if difference["beyond_noise"] else "within the seed-to-seed noise"
         slope = arms[name]["d_loss_slope_last_epochs"]["mean"]
-        sentence = (f"- **{name}**: FID {fid['mean']:.3g} ± {fid['std']:.2g} against {summary['baseline']}'s "
-                    f"{base_fid['mean']:.3g} ± {base_fid['std']:.2g} ({answer['fid_ratio_to_baseline']:.2f}×); the "
-                    f"difference, {difference['difference']:+.3g}, has a 95% Welch interval of [{low:+.3g}, "
-                    f"{high:+.3g}]: {noise}. The epoch D loss over the last epochs changes by {slope:+.3g} per "
-                    f"epoch ({'still falling' if answer['d_loss_still_falling'] else 'not falling'}).")
+        trend_words = "still falling" if answer["d_loss_still_falling"] else "not falling"
+        sentence = (f"- **{name}**: FID {fid['mean']:.3g} ± {fid['std']:.2g} vs {summary['baseline']} "
+                    f"{base_fid['mean']:.3g} ± {base_fid['std']:.2g} ({answer['fid_ratio_to_baseline']:.2f}×), "
+                    f"difference {difference['difference']:+.3g}, 95% Welch interval [{low:+.3g}, {high:+.3g}]: "
+                    f"{'beyond' if difference['beyond_noise'] else 'within'} the seed noise. D loss over the last "
+                    f"epochs {slope:+.3g} per epoch ({trend_words}).")
         speed = arms[name]["metrics"].get("images_per_second")
         if speed and base_speed:
-            sentence += (f" Training throughput {speed['mean']:.0f} ± {speed['std']:.2g} images/s against "
-                         f"{base_speed['mean']:.0f} ± {base_speed['std']:.2g} "
-                         f"({speed['mean'] / base_speed['mean']:.2f}×).")
+            sentence += (f" {speed['mean']:.0f} ± {speed['std']:.2g} vs {base_speed['mean']:.0f} ± "
+                         f"{base_speed['std']:.2g} images/s ({speed['mean'] / base_speed['mean']:.2f}×).")
         lines.append(sentence)
     return "\n".join(lines) + "\n"
 

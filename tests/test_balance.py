@@ -51,7 +51,7 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
         {p.name for p in out.iterdir()}
     answer = (out / "answer.md").read_text()  # the README quotes such a file: its numbers are the summary's
     tuned_fid = summary["arms"][1]["metrics"]["fid"]
-    assert f"**best-tiny-bf16**: FID {tuned_fid['mean']:.3g} ± {tuned_fid['std']:.2g} against reports'" in answer
+    assert f"**best-tiny-bf16**: FID {tuned_fid['mean']:.3g} ± {tuned_fid['std']:.2g} vs reports" in answer
     assert f"({summary['answer']['best-tiny-bf16']['fid_ratio_to_baseline']:.2f}×)" in answer
     assert "best-tiny-bf16: FID" in first.stdout and "× that of reports;" in first.stdout
 
