@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=results/speed
-python experiments/benchmark.py --arch cnn --precision fp32 --steps 40 --repeats 1 --eval-samples 0 --json --no-progress > $out/cnn-fp32.json
-python experiments/benchmark.py --arch cnn --precision bf16 --steps 20 --repeats 1 --eval-samples 0 --json --no-progress > $out/cnn-bf16.json
-python experiments/benchmark.py --arch mlp --precision fp32 --steps 300 --repeats 1 --eval-samples 0 --json --no-progress > $out/mlp-fp32.json
-python experiments/benchmark.py --arch mlp --precision bf16 --steps 100 --repeats 1 --eval-samples 0 --json --no-progress > $out/mlp-bf16.json
+python experiments/benchmark.py --arch cnn --precision fp32 --steps 150 --repeats 1 --eval-samples 0 --json --no-progress > $out/cnn-fp32.json
+python experiments/benchmark.py --arch cnn --precision bf16 --steps 150 --repeats 1 --eval-samples 0 --json --no-progress > $out/cnn-bf16.json
+python experiments/benchmark.py --arch mlp --precision fp32 --steps 600 --repeats 1 --eval-samples 0 --json --no-progress > $out/mlp-fp32.json
+python experiments/benchmark.py --arch mlp --precision bf16 --steps 600 --repeats 1 --eval-samples 0 --json --no-progress > $out/mlp-bf16.json
 python - <<'PY'
 import json, pathlib
 folder = pathlib.Path("results/speed")
