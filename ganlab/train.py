@@ -332,7 +332,9 @@ def train(config: TrainConfig, resume_run_id: str | None = None, show_progress: 
         status = "KILLED"
     finally:
         if ranks.is_distributed:
-            distributed.stop()
+            # Ranks that ended together (done, or a stop they agreed on) leave together; an error one rank alone
+            # hit leaves at once, and torchrun stops the others.
+            distributed.stop(together=sys.exc_info()[0] in (None, TrainingInterrupted, TrainingFailed))
     return _result(client, run_info, status, wall_start, loop, precision, registration)
 
 
