@@ -331,7 +331,7 @@ def _create_or_load_study(storage, config, directions, sampler, pruner) -> tuple
             raise GanlabError(f"study {config.name!r} was started with --{key.replace('_', '-')} {described[key]}, "
                               f"not {getattr(config, key)}; pick another --study-name")
     if described.get("precision", precision) != precision:  # studies made before this was recorded: not checked
-        raise GanlabError(f"study {config.name!r} trains its trials in {described['precision']}, this machine would "
+        raise GanlabError(f"study {config.name!r} trains its trials in {described['precision']}, this command would "
                           f"train in {precision}; pass --precision {described['precision']} or pick another "
                           f"--study-name")
     if described["space"] != json.loads(json.dumps(config.space())):
