@@ -111,8 +111,16 @@ def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
     if urlparse(client.tracking_uri).scheme == "sqlite":
         # Keep artifacts beside the database (mlruns/artifacts by default), so one folder holds the store.
         artifact_location = str(_sqlite_path(client.tracking_uri).parent.resolve() / "artifacts")
-    return client.create_experiment(name, artifact_location=artifact_location,
-                                    tags={"mlflow.experimentKind": "custom_model_development"})
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException:
+        # Workers started together (tuning workers sharing a store) look the name up at the same instant and
+        # both create it; the one that loses takes the one that won.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def git_commit() -> str | None:

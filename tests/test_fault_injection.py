@@ -1,4 +1,5 @@
-"""tests/fault_injection.py at CI size: a few SIGKILLs of a training run and of one of two tuning workers."""
+"""tests/fault_injection.py at CI size: a few SIGKILLs of a training run and of one of two tuning workers; writers
+side by side on one store, and two workers racing to create its experiment."""
 
 import json
 import subprocess
@@ -6,6 +7,7 @@ import sys
 
 from mlflow import MlflowClient
 
+from ganlab import tracking
 from helpers import train_command
 
 
@@ -48,3 +50,21 @@ def test_two_trainings_and_a_tuning_worker_write_one_sqlite_store_at_once(repo_r
         if run.data.tags["ganlab.kind"] == "train":
             steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "loss_g")]
             assert steps == list(range(1, len(steps) + 1)) and len(steps) in (20, 60)
+
+
+class CreatedByAnotherWorkerMeanwhile(MlflowClient):
+    """A client whose first lookup of an experiment misses it, while another worker creates it in the same store:
+    the race of two workers started at once, made certain."""
+
+    def get_experiment_by_name(self, name):
+        if not getattr(self, "raced", False):
+            self.raced = True
+            MlflowClient(self.tracking_uri).create_experiment(name)
+            return None
+        return super().get_experiment_by_name(name)
+
+
+def test_a_worker_that_loses_the_race_to_create_the_experiment_uses_the_winners(tmp_path):
+    store_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = tracking.get_or_create_experiment(CreatedByAnotherWorkerMeanwhile(store_uri), "shared")
+    assert experiment_id == MlflowClient(store_uri).get_experiment_by_name("shared").experiment_id
