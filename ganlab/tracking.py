@@ -90,6 +90,17 @@ def store_errors(doing: str):
         raise GanlabError(f"tracking store failed while {doing}: {first_line(error)}") from error
 
 
+def run_exists(client: MlflowClient, run_id: str) -> bool:
+    """Whether this store holds the run: a study begun on another machine names a parent run this store never had."""
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise GanlabError(f"tracking store failed while looking for run {run_id}: {first_line(error)}") from error
+    return True
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The experiment's id; new experiments open in the UI's model-training view."""
     with store_errors(f"opening experiment {name!r}"):

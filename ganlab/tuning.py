@@ -199,12 +199,18 @@ def run_study(config: TuneConfig, show_progress: bool = True,
     # The study's one parent run: created by the worker that created the study, reopened by every other.
     existing_parent = None if created else _wait_for(lambda: study.user_attrs.get("mlflow_parent_run_id"),
                                                      what="the study's parent run")
-    with tracking.run_lifecycle(client, experiment_id, run_name=f"study-{config.name}", tags={
-            "ganlab.kind": "tune", "ganlab.arch": config.arch, "optuna.study_name": config.name,
-            "mlflow.source.name": "experiments/tune.py"}, reopen_run_id=existing_parent) as parent_run, \
+    # A study begun on another machine (its storage committed, its MLflow store left there) goes on here under a
+    # new parent run in this store, which the study then remembers; the trials' numbers are all in the storage.
+    earlier_parent = existing_parent if existing_parent and not tracking.run_exists(client, existing_parent) else None
+    tags = {"ganlab.kind": "tune", "ganlab.arch": config.arch, "optuna.study_name": config.name,
+            "mlflow.source.name": "experiments/tune.py"}
+    if earlier_parent:
+        tags["ganlab.earlier_parent_run"] = earlier_parent  # in the store of the machine the study began on
+    with tracking.run_lifecycle(client, experiment_id, run_name=f"study-{config.name}", tags=tags,
+                                reopen_run_id=None if earlier_parent else existing_parent) as parent_run, \
             tracking.heartbeat(client, parent_run.info.run_id):
         parent_run_id = parent_run.info.run_id
-        if created:
+        if created or earlier_parent:
             _describe_parent_run(client, parent_run_id, study, config, sampler, pruner)
         close_dead_trial_runs(client, experiment_id, study, parent_run_id)
 

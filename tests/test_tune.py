@@ -86,6 +86,19 @@ def test_tiny_study_logs_parent_children_and_plots_and_resumes(repo_root, data_d
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
 
+    # Its storage carried to a fresh machine (an empty MLflow store): the study goes on under a new parent run there,
+    # which names the first one and which the study remembers from then on.
+    fresh_store = f"sqlite:///{tmp_path}/fresh-machine.db"
+    moved = run_tune(repo_root, data_dir, fresh_store, storage, "--trials", "4", "--pruner", "none",
+                     "--confirm-seeds", "1", "--study-name", "tiny")
+    assert moved.returncode == 0, moved.stderr
+    (fresh_parent,), fresh_trials, _ = study_runs(MlflowClient(fresh_store), "tiny")
+    assert fresh_parent.data.tags["ganlab.earlier_parent_run"] == parent.info.run_id and sorted(fresh_trials) == [3]
+    assert fresh_trials[3][0].data.tags["mlflow.parentRunId"] == fresh_parent.info.run_id
+    assert optuna.load_study(study_name="tiny", storage=storage).user_attrs["mlflow_parent_run_id"] == \
+        fresh_parent.info.run_id
+    assert "study 'tiny': 4 finished trials" in moved.stdout
+
     # A resumed study must be the same task.
     changed = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "4", "--study-name", "tiny",
                        "--epochs-per-trial", "3")
