@@ -6,9 +6,11 @@
     python experiments/compare_settings.py --arm reports@fp32 --arm reports@bf16 --epochs 2 --name precision
 
 Each arm × seed is an ordinary tracked training run (tags ganlab.comparison and ganlab.arm); rerunning the same
-command reuses finished runs and resumes interrupted ones, so the comparison can run in pieces. The folder gets
-runs.csv, summary.json (mean, std, 95% intervals, differences from the first arm with their Welch intervals),
-table.md and the FID and D-loss curves by epoch; the same files are logged as a run tagged ganlab.kind=comparison.
+command reuses finished runs and resumes interrupted ones, so the comparison can run in pieces. An arm that --out's
+summary.json already holds with the same settings and seeds is taken from there, so on a fresh machine (no local
+runs) adding an arm trains only that arm. The folder gets runs.csv (with the machine each run trained on),
+summary.json (mean, std, 95% intervals, differences from the first arm with their Welch intervals), table.md,
+answer.md and the FID and D-loss curves by epoch; the same files are logged as a run tagged ganlab.kind=comparison.
 Quality numbers are in ganlab's fmnist-cnn-v1 feature space.
 """
 
@@ -67,8 +69,10 @@ def main() -> int:
     base.validate()
 
     seeds = list(range(arguments.seeds))
-    results = balance.run_arms(arms, base, seeds, arguments.name, show_progress=not arguments.no_progress)
-    summary = balance.summarize(results, seeds, base.device)
+    recorded = balance.recorded_arms(arguments.out, base, seeds)
+    results = balance.run_arms(arms, base, seeds, arguments.name, show_progress=not arguments.no_progress,
+                               recorded=recorded)
+    summary = balance.summarize(results, seeds, base)
     run_id, experiment_id, table = balance.log_comparison(summary, base, arguments.name, arguments.out)
     print(table, end="")
     for arm, answer in summary["answer"].items():

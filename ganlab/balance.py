@@ -7,6 +7,11 @@ standard deviation and a 95% t-interval of every final metric, and per other arm
 (the baseline) with its 95% Welch interval, which says whether the difference is larger than the seed-to-seed noise.
 D "no longer collapsing" is measured as the slope of the epoch D loss over the last epochs (per epoch; negative =
 still falling towards 0).
+
+The training runs live in a local MLflow store, which a fresh machine does not have; the committed summary.json does.
+So an arm that summary.json already holds with the same settings and seeds is taken from it, not trained again, and
+a comparison grows by one arm on another machine. Every run keeps the machine and day it trained on, and throughput
+is compared only between arms trained on the same machine.
 """
 
 import csv
@@ -51,6 +56,9 @@ class ArmResult:
     finals: dict[str, list[float]] = field(default_factory=dict)  # metric → one value per seed
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # metric → per seed, one value per epoch
     d_loss_slopes: list[float] = field(default_factory=list)
+    machines: list[str] = field(default_factory=list)  # per seed: the machine its run trained on
+    dates: list[str] = field(default_factory=list)  # per seed: the day its run started
+    recorded: bool = False  # taken from the summary.json of an earlier command, not from the store
 
 
 def parse_arm(spec: str, storage_url: str) -> Arm:
@@ -86,13 +94,45 @@ def _parse_settings(settings: str, storage_url: str, spec: str) -> Arm:
     raise GanlabError(f"unknown --arm {spec!r}: use `reports` or `best:STUDY_NAME`, optionally with @fp32 or @bf16")
 
 
-def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: str,
-             show_progress: bool = True) -> list[ArmResult]:
-    """Train (or reuse, or resume) every arm with every seed; read back what the comparison needs."""
+def comparison_settings(base: TrainConfig) -> dict:
+    """What every arm shares; an arm recorded under other settings is not the same measurement."""
+    return {name: getattr(base, name) for name in ("arch", "epochs", "eval_samples", "train_images", "precision")}
+
+
+def recorded_arms(out_dir: Path | None, base: TrainConfig, seeds: list[int]) -> dict[str, dict]:
+    """The arms of `out_dir`/summary.json (written by an earlier command) measured with these settings and seeds, by
+    name; {} when there is none or it was measured otherwise."""
+    summary_path = out_dir / "summary.json" if out_dir else None
+    if summary_path is None or not summary_path.is_file():
+        return {}
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise GanlabError(f"cannot read the earlier comparison {summary_path}: {error}") from error
+    if summary.get("settings") != comparison_settings(base) or summary.get("seeds") != seeds:
+        return {}
+    return {arm["arm"]: arm for arm in summary["arms"] if "machines" in arm}
+
+
+def _from_record(arm: Arm, record: dict) -> ArmResult:
+    return ArmResult(arm, run_ids=record["run_ids"],
+                     finals={name: record["metrics"][name]["values"] for name in FINAL_METRICS},
+                     curves=record["curves"], d_loss_slopes=record["d_loss_slope_last_epochs"]["values"],
+                     machines=record["machines"], dates=record["dates"], recorded=True)
+
+
+def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: str, show_progress: bool = True,
+             recorded: dict[str, dict] | None = None) -> list[ArmResult]:
+    """Train (or reuse, or resume) every arm with every seed; read back what the comparison needs. An arm in
+    `recorded` (see recorded_arms) with the same params is taken from there."""
     client = tracking.connect(tracking.resolve_tracking_uri(base.tracking_uri))
     experiment_id = tracking.get_or_create_experiment(client, base.experiment)
     results = []
     for arm in arms:
+        record = (recorded or {}).get(arm.name)
+        if record is not None and record["params"] == arm.params:
+            results.append(_from_record(arm, record))
+            continue
         result = ArmResult(arm)
         for seed in seeds:
             config = dataclasses.replace(base, **arm.params, seed=seed, run_name=f"{comparison}-{arm.name}-s{seed}")
@@ -105,6 +145,9 @@ def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: s
                 history = sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, name))
                 result.curves.setdefault(name, []).append([value for _, value in history])
             result.d_loss_slopes.append(trend(result.curves["epoch_loss_d"][-1][-SLOPE_EPOCHS:]))
+            run = client.get_run(run_id)
+            result.machines.append(run.data.params.get("machine", "an unnamed machine"))
+            result.dates.append(datetime.date.fromtimestamp(run.info.start_time / 1000).isoformat())
         results.append(result)
     return results
 
@@ -144,7 +187,7 @@ def welch_difference(values: list[float], baseline: list[float]) -> tuple[float,
     return difference, difference - half, difference + half
 
 
-def summarize(results: list[ArmResult], seeds: list[int], device: str = "auto") -> dict:
+def summarize(results: list[ArmResult], seeds: list[int], base: TrainConfig) -> dict:
     """Everything the table, the report and the docs quote, as one JSON-friendly dict. The first arm is the baseline
     every other arm is compared with (the reports' settings, or fp32 when the arms differ in number format)."""
     baseline = results[0]
@@ -164,39 +207,42 @@ def summarize(results: list[ArmResult], seeds: list[int], device: str = "auto") 
                      "run_ids": result.run_ids, "metrics": metrics,
                      "d_loss_slope_last_epochs": {"values": result.d_loss_slopes, "mean": slope_mean,
                                                   "ci95": [slope_low, slope_high]},
-                     "curves": result.curves})
+                     "curves": result.curves, "machines": result.machines, "dates": result.dates,
+                     "recorded": result.recorded})
     baseline_fid = statistics.fmean(baseline.finals["fid"])
     answer = {arm["arm"]: {"fid_ratio_to_baseline": arm["metrics"]["fid"]["mean"] / baseline_fid,
                            "fid_at_most_half": arm["metrics"]["fid"]["mean"] <= 0.5 * baseline_fid,
                            "d_loss_still_falling": arm["d_loss_slope_last_epochs"]["mean"] < 0}
               for arm in arms[1:]}
-    return {"seeds": seeds, "baseline": baseline.arm.name, "arms": arms, "answer": answer,
-            "date": datetime.date.today().isoformat(),
-            "machine": devices.machine_description(devices.resolve_device(device))}
+    return {"seeds": seeds, "settings": comparison_settings(base), "baseline": baseline.arm.name, "arms": arms,
+            "answer": answer, "date": datetime.date.today().isoformat(),  # date and machine of this summing-up
+            "machine": devices.machine_description(devices.resolve_device(base.device))}
 
 
-def write_results(summary: dict, out_dir: Path, epochs: int) -> None:
+def write_results(summary: dict, out_dir: Path) -> None:
     """runs.csv (one row per run), summary.json, table.md and the per-arm curves."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "runs.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["arm", "seed", "run_id", *FINAL_METRICS, "d_loss_slope_last_epochs"])
+        writer.writerow(["arm", "seed", "run_id", *FINAL_METRICS, "d_loss_slope_last_epochs", "machine", "date"])
         for arm in summary["arms"]:
             for index, seed in enumerate(summary["seeds"]):
                 writer.writerow([arm["arm"], seed, arm["run_ids"][index],
                                  *[arm["metrics"][name]["values"][index] for name in FINAL_METRICS],
-                                 arm["d_loss_slope_last_epochs"]["values"][index]])
+                                 arm["d_loss_slope_last_epochs"]["values"][index], arm["machines"][index],
+                                 arm["dates"][index]])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "table.md").write_text(table_markdown(summary, epochs))
-    (out_dir / "answer.md").write_text(answer_markdown(summary, epochs))
+    (out_dir / "table.md").write_text(table_markdown(summary))
+    (out_dir / "answer.md").write_text(answer_markdown(summary))
     for name, ylabel in (("fid", "FID (fmnist-cnn-v1)"), ("epoch_loss_d", "epoch D loss")):
         figure = arm_curves({arm["arm"]: arm["curves"][name] for arm in summary["arms"]}, ylabel,
                             f"{ylabel} by epoch, mean and each seed")
         figure.savefig(out_dir / f"{name}_by_epoch.png", dpi=100)
 
 
-def table_markdown(summary: dict, epochs: int) -> str:
+def table_markdown(summary: dict) -> str:
     """Mean ± std per arm; the difference from the baseline (first) arm, marked when beyond the noise."""
+    epochs = summary["settings"]["epochs"]
     shown = ("fid", "kid", "recall", "coverage", "class_entropy", "epoch_loss_d", "epoch_d_gap", "epoch_loss_g",
              "images_per_second")
     header = f"| arm (after {epochs} epochs, {len(summary['seeds'])} seeds) | " + " | ".join(shown) + \
@@ -218,17 +264,35 @@ def table_markdown(summary: dict, epochs: int) -> str:
                  "where its 95% Welch interval excludes 0 (larger than the seed-to-seed noise). FID and KID in the "
                  "fmnist-cnn-v1 feature space, 10k samples against the 10k test images; images_per_second: training "
                  "throughput of the last epoch, tracking on (on a shared machine it varies with its load).")
+    if len(_machines(summary["arms"])) > 1:
+        lines.append("")
+        lines.append("Trained on more than one machine, so images_per_second compares only arms of one machine: " +
+                     "; ".join(f"{arm['arm']}: {_where(arm)}" for arm in summary["arms"]) + ".")
     return "\n".join(lines) + "\n"
 
 
-def answer_markdown(summary: dict, epochs: int) -> str:
+def _machines(arms: list[dict]) -> set[str]:
+    return {machine for arm in arms for machine in arm["machines"]}
+
+
+def _where(arm_or_arms: dict | list[dict]) -> str:
+    """"MACHINE, DAY" (or "…, FIRST DAY to LAST DAY") of the runs of one arm or several."""
+    arms = arm_or_arms if isinstance(arm_or_arms, list) else [arm_or_arms]
+    dates = sorted({date for arm in arms for date in arm["dates"]})
+    days = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    return f"{' and '.join(sorted(_machines(arms)))}, {days}"
+
+
+def answer_markdown(summary: dict) -> str:
     """The comparison's answer in a few short sentences with their uncertainty, for the README to quote as it is (a
     generated block, so the prose cannot drift from the committed numbers)."""
     arms = {arm["arm"]: arm for arm in summary["arms"]}
     baseline = arms[summary["baseline"]]
     base_fid, base_speed = baseline["metrics"]["fid"], baseline["metrics"].get("images_per_second")
-    lines = [f"After {epochs} epochs, {len(summary['seeds'])} seeds per arm, 10k-sample FID (fmnist-cnn-v1); "
-             f"{summary['machine']}, {summary['date']}:", ""]
+    one_machine = len(_machines(summary["arms"])) == 1
+    lines = [f"After {summary['settings']['epochs']} epochs, {len(summary['seeds'])} seeds per arm, 10k-sample FID "
+             f"(fmnist-cnn-v1); " + (f"{_where(summary['arms'])}:" if one_machine else
+                                     f"{summary['baseline']} trained on {_where(baseline)}:"), ""]
     for name, answer in summary["answer"].items():
         fid = arms[name]["metrics"]["fid"]
         difference = fid["vs_baseline"]
@@ -241,6 +305,13 @@ def answer_markdown(summary: dict, epochs: int) -> str:
                     f"{'beyond' if difference['beyond_noise'] else 'within'} the seed noise. D loss over the last "
                     f"epochs {slope:+.3g} per epoch ({trend_words}).")
         speed = arms[name]["metrics"].get("images_per_second")
+        if not one_machine:
+            sentence += f" Trained on {_where(arms[name])}"
+            if _machines([arms[name]]) != _machines([baseline]):
+                sentence += ": its images/s are not comparable with the baseline's."
+                speed = None
+            else:
+                sentence += "."
         if speed and base_speed:
             sentence += (f" {speed['mean']:.0f} ± {speed['std']:.2g} vs {base_speed['mean']:.0f} ± "
                          f"{base_speed['std']:.2g} images/s ({speed['mean'] / base_speed['mean']:.2f}×).")
@@ -258,7 +329,7 @@ def log_comparison(summary: dict, base: TrainConfig, name: str, out_dir: Path | 
             "mlflow.source.name": "experiments/compare_settings.py"}) as run, \
             tempfile.TemporaryDirectory() as scratch, tracking.store_errors("logging the comparison"):
         folder = out_dir or Path(scratch)
-        write_results(summary, folder, base.epochs)
+        write_results(summary, folder)
         client.log_batch(run.info.run_id, params=[tracking.mlflow_param(key, value) for key, value in {
             "arms": ",".join(arm["arm"] for arm in summary["arms"]), "seeds": len(summary["seeds"]),
             "epochs": base.epochs, "eval_samples": base.eval_samples, "arch": base.arch}.items()])

@@ -5,9 +5,11 @@ import math
 import sys
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
-from ganlab import balance
+from ganlab import balance, devices
+from ganlab.train import TrainConfig
 from ganlab.tuning import TuneConfig, run_study
 from helpers import assert_one_line_error, run_script
 
@@ -28,10 +30,14 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
                          pruner="none", confirm_seeds=1, storage=storage, tracking_uri=store_uri,
                          data_dir=str(data_dir), study_name="tiny"), show_progress=False)
     out = tmp_path / "comparison"
-    command = [sys.executable, "experiments/compare_settings.py", "--arch", "mlp-small", "--arm", "reports", "--arm",
-               "best:tiny@bf16", "--storage", storage, "--seeds", "2", "--epochs", "2", "--eval-samples", "300",
-               "--train-images", "640", "--out", str(out), "--tracking-uri", store_uri, "--data-dir", str(data_dir),
-               "--no-progress"]
+
+    def comparison(arms: list[str], store: str) -> list[str]:
+        return [sys.executable, "experiments/compare_settings.py", "--arch", "mlp-small",
+                *[argument for arm in arms for argument in ("--arm", arm)], "--storage", storage, "--seeds", "2",
+                "--epochs", "2", "--eval-samples", "300", "--train-images", "640", "--out", str(out),
+                "--tracking-uri", store, "--data-dir", str(data_dir), "--no-progress"]
+
+    command = comparison(["reports", "best:tiny@bf16"], store_uri)
     first = run_script(command, cwd=repo_root, timeout=900)
     assert first.returncode == 0, first.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -62,6 +68,36 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
     assert again.returncode == 0, again.stderr
     assert len(client.search_runs([experiment_id], "tags.`ganlab.comparison` = 'balance' and tags.`ganlab.kind` = 'train'")) == trained == 4
     assert json.loads((out / "summary.json").read_text())["arms"][1]["run_ids"] == summary["arms"][1]["run_ids"]
+    machine = devices.machine_description(torch.device("cpu"))
+    assert summary["settings"] == {"arch": "mlp-small", "epochs": 2, "eval_samples": 300, "train_images": 640,
+                                   "precision": "auto"}
+    assert [arm["machines"] for arm in summary["arms"]] == [[machine, machine]] * 2
+
+    # On a fresh machine (an empty store) one more arm trains only that arm; the others come from summary.json.
+    fresh_store = f"sqlite:///{tmp_path}/fresh-machine.db"
+    grown = run_script(comparison(["reports", "best:tiny@bf16", "best:tiny"], fresh_store), cwd=repo_root, timeout=900)
+    assert grown.returncode == 0, grown.stderr
+    fresh_client = MlflowClient(fresh_store)
+    fresh_runs = fresh_client.search_runs([fresh_client.get_experiment_by_name("fashion-mnist-gan").experiment_id],
+                                          "tags.`ganlab.kind` = 'train'")
+    assert sorted(run.data.tags["ganlab.arm"] for run in fresh_runs) == ["best-tiny", "best-tiny"]
+    grown_summary = json.loads((out / "summary.json").read_text())
+    for before, after in zip(summary["arms"], grown_summary["arms"][:2]):
+        assert after["recorded"] and after["metrics"]["fid"]["values"] == before["metrics"]["fid"]["values"]
+        assert after["run_ids"] == before["run_ids"] and after["curves"] == before["curves"]
+    assert not grown_summary["arms"][2]["recorded"]
+    assert sorted(grown_summary["arms"][2]["run_ids"]) == sorted(run.info.run_id for run in fresh_runs)
+    assert (out / "runs.csv").read_text().count(machine) == 6
+    assert balance.recorded_arms(out, TrainConfig(arch="mlp-small", epochs=3, eval_samples=300, train_images=640),
+                                 [0, 1]) == {}  # other settings: a new measurement, nothing taken over
+
+    # Arms of different machines: each says where it trained, and throughput is compared only on one machine.
+    grown_summary["arms"][2]["machines"] = ["Another CPU, 2 cores"] * 2
+    answer = balance.answer_markdown(grown_summary)
+    assert f"reports trained on {machine}, " in answer.splitlines()[0]
+    assert answer.count("images/s (") == 1 and "its images/s are not comparable with the baseline's" in answer
+    assert "Trained on Another CPU, 2 cores" in answer
+    assert "Trained on more than one machine" in balance.table_markdown(grown_summary)
 
 
 @pytest.mark.parametrize("arguments, fragment", [
