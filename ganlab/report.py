@@ -325,8 +325,9 @@ def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
         if answer.is_file():
             report.markdown(answer.read_text())
         report.markdown(comparison_table.read_text())
-        report.note(f"Committed in {_shown(comparison_table.parent)}/ on {comparison.get('date', '?')}, "
-                    f"{comparison.get('machine', 'an unnamed machine')}; not from this report's store.")
+        report.note(f"Committed in {_shown(comparison_table.parent)}/, summed up on {comparison.get('date', '?')} on "
+                    f"{comparison.get('machine', 'an unnamed machine')} (runs.csv: the machine and day of each run); "
+                    "not from this report's store.")
         for name in ("fid_by_epoch", "epoch_loss_d_by_epoch"):
             figure = comparison_table.parent / f"{name}.png"
             if figure.is_file():
