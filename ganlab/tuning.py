@@ -374,6 +374,8 @@ def _train_trial(trial: optuna.Trial, config: TuneConfig, client: MlflowClient, 
     """One trial = one nested training run; per-epoch FID (or imbalance) reported for pruning."""
     point = suggest(trial, config.space())
     trial.set_user_attr("ganlab.worker", config.worker)
+    # A study's trials may run on several machines in turn (its storage is committed and carried): each says where.
+    trial.set_user_attr("ganlab.machine", devices.machine_description(devices.resolve_device(config.device)))
     trial_config = config.trial_config(point, config.seed, f"{config.name}-t{trial.number}")
     last: dict[str, float] = {}
 
@@ -587,12 +589,12 @@ def _write_trials_csv(path: Path, study: optuna.Study) -> None:
     param_names = sorted({name for trial in trials for name in trial.params})
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["number", "state", "values", *param_names, "last_epoch", "mlflow_run_id"])
+        writer.writerow(["number", "state", "values", *param_names, "last_epoch", "mlflow_run_id", "machine"])
         for trial in trials:
             writer.writerow([trial.number, trial.state.name, json.dumps(trial.values),
                              *[trial.params.get(name, "") for name in param_names],
                              trial.last_step if trial.last_step is not None else "",
-                             trial.user_attrs.get("mlflow_run_id", "")])
+                             trial.user_attrs.get("mlflow_run_id", ""), trial.user_attrs.get("ganlab.machine", "")])
 
 
 def _retrain_best(best: dict, config: TuneConfig, client: MlflowClient, experiment_id: str,

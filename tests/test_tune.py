@@ -98,6 +98,8 @@ def test_tiny_study_logs_parent_children_and_plots_and_resumes(repo_root, data_d
     assert optuna.load_study(study_name="tiny", storage=storage).user_attrs["mlflow_parent_run_id"] == \
         fresh_parent.info.run_id
     assert "study 'tiny': 4 finished trials" in moved.stdout
+    assert optuna.load_study(study_name="tiny", storage=storage).trials[3].user_attrs["ganlab.machine"] == \
+        devices.machine_description(torch.device("cpu"))
 
     # A resumed study must be the same task.
     changed = run_tune(repo_root, data_dir, store_uri, storage, "--trials", "4", "--study-name", "tiny",
