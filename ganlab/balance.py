@@ -289,10 +289,10 @@ def answer_markdown(summary: dict) -> str:
     arms = {arm["arm"]: arm for arm in summary["arms"]}
     baseline = arms[summary["baseline"]]
     base_fid, base_speed = baseline["metrics"]["fid"], baseline["metrics"].get("images_per_second")
-    one_machine = len(_machines(summary["arms"])) == 1
+    beside_baseline = [arm for arm in summary["arms"] if _machines([arm]) == _machines([baseline])]
+    where = _where(beside_baseline) + ("" if len(beside_baseline) == len(arms) else ", unless an arm says otherwise")
     lines = [f"After {summary['settings']['epochs']} epochs, {len(summary['seeds'])} seeds per arm, 10k-sample FID "
-             f"(fmnist-cnn-v1); " + (f"{_where(summary['arms'])}:" if one_machine else
-                                     f"{summary['baseline']} trained on {_where(baseline)}:"), ""]
+             f"(fmnist-cnn-v1); {where}:", ""]
     for name, answer in summary["answer"].items():
         fid = arms[name]["metrics"]["fid"]
         difference = fid["vs_baseline"]
@@ -305,13 +305,9 @@ def answer_markdown(summary: dict) -> str:
                     f"{'beyond' if difference['beyond_noise'] else 'within'} the seed noise. D loss over the last "
                     f"epochs {slope:+.3g} per epoch ({trend_words}).")
         speed = arms[name]["metrics"].get("images_per_second")
-        if not one_machine:
-            sentence += f" Trained on {_where(arms[name])}"
-            if _machines([arms[name]]) != _machines([baseline]):
-                sentence += ": its images/s are not comparable with the baseline's."
-                speed = None
-            else:
-                sentence += "."
+        if _machines([arms[name]]) != _machines([baseline]):
+            sentence += f" Trained on {_where(arms[name])}, so its images/s are not compared."
+            speed = None
         if speed and base_speed:
             sentence += (f" {speed['mean']:.0f} ± {speed['std']:.2g} vs {base_speed['mean']:.0f} ± "
                          f"{base_speed['std']:.2g} images/s ({speed['mean'] / base_speed['mean']:.2f}×).")
