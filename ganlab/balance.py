@@ -267,7 +267,7 @@ def table_markdown(summary: dict) -> str:
     if len(_machines(summary["arms"])) > 1:
         lines.append("")
         lines.append("Trained on more than one machine, so images_per_second compares only arms of one machine: " +
-                     "; ".join(f"{arm['arm']}: {_where(arm)}" for arm in summary["arms"]) + ".")
+                     "; ".join(f"{arm['arm']}: {_where([arm])}" for arm in summary["arms"]) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -275,9 +275,8 @@ def _machines(arms: list[dict]) -> set[str]:
     return {machine for arm in arms for machine in arm["machines"]}
 
 
-def _where(arm_or_arms: dict | list[dict]) -> str:
-    """"MACHINE, DAY" (or "…, FIRST DAY to LAST DAY") of the runs of one arm or several."""
-    arms = arm_or_arms if isinstance(arm_or_arms, list) else [arm_or_arms]
+def _where(arms: list[dict]) -> str:
+    """"MACHINE, DAY" (or "…, FIRST DAY to LAST DAY") of the runs of these arms."""
     dates = sorted({date for arm in arms for date in arm["dates"]})
     days = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     return f"{' and '.join(sorted(_machines(arms)))}, {days}"
@@ -306,7 +305,7 @@ def answer_markdown(summary: dict) -> str:
                     f"epochs {slope:+.3g} per epoch ({trend_words}).")
         speed = arms[name]["metrics"].get("images_per_second")
         if _machines([arms[name]]) != _machines([baseline]):
-            sentence += f" Trained on {_where(arms[name])}, so its images/s are not compared."
+            sentence += f" Trained on {_where([arms[name]])}, so its images/s are not compared."
             speed = None
         if speed and base_speed:
             sentence += (f" {speed['mean']:.0f} ± {speed['std']:.2g} vs {base_speed['mean']:.0f} ± "

@@ -92,12 +92,13 @@ def store_errors(doing: str):
 
 def run_exists(client: MlflowClient, run_id: str) -> bool:
     """Whether this store holds the run: a study begun on another machine names a parent run this store never had."""
-    try:
-        client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+    with store_errors(f"looking for run {run_id}"):
+        try:
+            client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
             return False
-        raise GanlabError(f"tracking store failed while looking for run {run_id}: {first_line(error)}") from error
     return True
 
 
