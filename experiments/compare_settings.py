@@ -2,6 +2,8 @@
 
     python experiments/compare_settings.py --arm reports --arm best:cnn-bf16-lr \
         --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison
+    python experiments/compare_settings.py --arm reports --arm trial:cnn-bf16-both:3 \
+        --storage sqlite:///results/cnn-balance/optuna.db --epochs 3 --out results/cnn-balance/comparison
     python experiments/compare_settings.py --arch mlp-small --arm reports --arm best:mlp-small-fid --epochs 2
     python experiments/compare_settings.py --arm reports@fp32 --arm reports@bf16 --epochs 2 --name precision
 
@@ -26,8 +28,8 @@ from ganlab.tuning import DEFAULT_STORAGE
 def build_parser() -> ArgumentParser:
     parser = script_parser(__doc__)
     parser.add_argument("--arm", action="append", required=True,
-                        help="`reports` or `best:STUDY_NAME`, optionally ending in @fp32 or @bf16 (repeat for each "
-                             "arm; the first is the baseline the others are compared with)")
+                        help=f"{balance.ARM_FORMS} (repeat for each arm; the first is the baseline the others are "
+                             f"compared with)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage of the studies (default: "
                                                                     f"{DEFAULT_STORAGE})")
     parser.add_argument("--arch", default="cnn", help="architecture (default: cnn)")

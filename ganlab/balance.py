@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 from scipy import stats
 
 from ganlab import devices, tracking
@@ -62,9 +63,10 @@ class ArmResult:
 
 
 def parse_arm(spec: str, storage_url: str) -> Arm:
-    """`reports` → the reports' settings; `best:STUDY` → the best trial of that study in `storage_url`. Either may end
-    in `@fp32` or `@bf16`, which trains that arm in that number format (so one comparison can set the two side by
-    side); without it the arm takes --precision."""
+    """`reports` → the reports' settings; `best:STUDY` → the best trial of that study in `storage_url`;
+    `trial:STUDY:N` → trial N of that study (a point of a two-objective study's Pareto front). Each may end in `@fp32`
+    or `@bf16`, which trains that arm in that number format (so one comparison can set the two side by side); without
+    it the arm takes --precision."""
     settings, _, precision = spec.partition("@")
     arm = _parse_settings(settings, storage_url, spec)
     if not precision:
@@ -74,24 +76,41 @@ def parse_arm(spec: str, storage_url: str) -> Arm:
     return Arm(f"{arm.name}-{precision}", {**arm.params, "precision": precision}, f"{arm.source}, in {precision}")
 
 
+ARM_FORMS = "`reports`, `best:STUDY_NAME` or `trial:STUDY_NAME:NUMBER`, optionally with @fp32 or @bf16"
+
+
 def _parse_settings(settings: str, storage_url: str, spec: str) -> Arm:
     if settings == "reports":
         return Arm("reports", {name: REPORT_SETTINGS[name] for name in ("lr_g", "lr_d", "beta1", "beta2")},
                    "the reports (lr 2e-4 both, betas 0.5/0.999)")
     if settings.startswith("best:"):
         study_name = settings.removeprefix("best:")
-        try:
-            study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-        except KeyError as error:
-            raise GanlabError(f"no study {study_name!r} in {storage_url} (for --arm {spec})") from error
+        study = _load_study(study_name, storage_url, spec)
         if len(study.directions) > 1:
-            raise GanlabError(f"study {study_name!r} has two objectives: pick a trial of its Pareto front by hand")
+            raise GanlabError(f"study {study_name!r} has two objectives: pick a trial of its Pareto front with "
+                              f"--arm trial:{study_name}:NUMBER")
         try:
             best = study.best_trial
         except ValueError as error:
             raise GanlabError(f"study {study_name!r} has no complete trial yet") from error
         return Arm(f"best-{study_name}", dict(best.params), f"trial {best.number} of study {study_name}")
-    raise GanlabError(f"unknown --arm {spec!r}: use `reports` or `best:STUDY_NAME`, optionally with @fp32 or @bf16")
+    if settings.startswith("trial:"):
+        study_name, _, number = settings.removeprefix("trial:").rpartition(":")
+        if not study_name or not number.isdigit():
+            raise GanlabError(f"unknown --arm {spec!r}: a trial is trial:STUDY_NAME:NUMBER")
+        study = _load_study(study_name, storage_url, spec)
+        trials = [trial for trial in study.get_trials(deepcopy=False) if trial.number == int(number)]
+        if not trials or trials[0].state != TrialState.COMPLETE:
+            raise GanlabError(f"study {study_name!r} has no complete trial {number} (for --arm {spec})")
+        return Arm(f"trial-{study_name}-{number}", dict(trials[0].params), f"trial {number} of study {study_name}")
+    raise GanlabError(f"unknown --arm {spec!r}: use {ARM_FORMS}")
+
+
+def _load_study(study_name: str, storage_url: str, spec: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError as error:
+        raise GanlabError(f"no study {study_name!r} in {storage_url} (for --arm {spec})") from error
 
 
 def comparison_settings(base: TrainConfig) -> dict:
@@ -136,16 +155,16 @@ def run_arms(arms: list[Arm], base: TrainConfig, seeds: list[int], comparison: s
         result = ArmResult(arm)
         for seed in seeds:
             config = dataclasses.replace(base, **arm.params, seed=seed, run_name=f"{comparison}-{arm.name}-s{seed}")
-            run_id, final_metrics = train_or_reuse(client, experiment_id, config, {
+            run = train_or_reuse(client, experiment_id, config, {
                 "ganlab.comparison": comparison, "ganlab.arm": arm.name}, show_progress)
-            result.run_ids.append(run_id)
+            result.run_ids.append(run.info.run_id)
             for name in FINAL_METRICS:
-                result.finals.setdefault(name, []).append(final_metrics.get(name, math.nan))
+                result.finals.setdefault(name, []).append(run.data.metrics.get(name, math.nan))
             for name in ("fid", "epoch_loss_d"):
-                history = sorted((metric.step, metric.value) for metric in client.get_metric_history(run_id, name))
+                history = sorted((metric.step, metric.value)
+                                 for metric in client.get_metric_history(run.info.run_id, name))
                 result.curves.setdefault(name, []).append([value for _, value in history])
             result.d_loss_slopes.append(trend(result.curves["epoch_loss_d"][-1][-SLOPE_EPOCHS:]))
-            run = client.get_run(run_id)
             result.machines.append(run.data.params.get("machine", "an unnamed machine"))
             result.dates.append(datetime.date.fromtimestamp(run.info.start_time / 1000).isoformat())
         results.append(result)

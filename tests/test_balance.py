@@ -4,11 +4,13 @@ import json
 import math
 import sys
 
+import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from ganlab import balance, devices
+from ganlab.errors import GanlabError
 from ganlab.train import TrainConfig
 from ganlab.tuning import TuneConfig, run_study
 from helpers import assert_one_line_error, run_script
@@ -73,15 +75,21 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
                                    "precision": "auto"}
     assert [arm["machines"] for arm in summary["arms"]] == [[machine, machine]] * 2
 
-    # On a fresh machine (an empty store) one more arm trains only that arm; the others come from summary.json.
+    # On a fresh machine (an empty store) one more arm, one trial of the study, trains only that arm; the others come
+    # from summary.json.
     fresh_store = f"sqlite:///{tmp_path}/fresh-machine.db"
-    grown = run_script(comparison(["reports", "best:tiny@bf16", "best:tiny"], fresh_store), cwd=repo_root, timeout=900)
+    grown = run_script(comparison(["reports", "best:tiny@bf16", "trial:tiny:1"], fresh_store), cwd=repo_root,
+                       timeout=900)
     assert grown.returncode == 0, grown.stderr
     fresh_client = MlflowClient(fresh_store)
     fresh_runs = fresh_client.search_runs([fresh_client.get_experiment_by_name("fashion-mnist-gan").experiment_id],
                                           "tags.`ganlab.kind` = 'train'")
-    assert sorted(run.data.tags["ganlab.arm"] for run in fresh_runs) == ["best-tiny", "best-tiny"]
+    assert sorted(run.data.tags["ganlab.arm"] for run in fresh_runs) == ["trial-tiny-1", "trial-tiny-1"]
     grown_summary = json.loads((out / "summary.json").read_text())
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert grown_summary["arms"][2]["params"] == study.trials[1].params
+    with pytest.raises(GanlabError, match="no complete trial 7"):
+        balance.parse_arm("trial:tiny:7", storage)
     for before, after in zip(summary["arms"], grown_summary["arms"][:2]):
         assert after["recorded"] and after["metrics"]["fid"]["values"] == before["metrics"]["fid"]["values"]
         assert after["run_ids"] == before["run_ids"] and after["curves"] == before["curves"]
@@ -105,6 +113,8 @@ def test_reports_against_a_studys_best_with_two_seeds_each(repo_root, data_dir, 
 @pytest.mark.parametrize("arguments, fragment", [
     (["--arm", "tuned"], "unknown --arm 'tuned'"),
     (["--arm", "best:nowhere"], "no study 'nowhere'"),
+    (["--arm", "trial:nowhere:3"], "no study 'nowhere'"),
+    (["--arm", "trial:tiny"], "a trial is trial:STUDY_NAME:NUMBER"),
     (["--arm", "reports", "--seeds", "1"], "--seeds must be at least 2"),
     (["--arm", "reports", "--arm", "reports"], "the same --arm twice"),
     (["--arm", "reports@fp16"], "unknown precision 'fp16' in --arm 'reports@fp16'"),
