@@ -294,6 +294,16 @@ def _tuning_section(report: HtmlReport, lab: LabRuns, balance_dir: Path = COMMIT
         report.artifact_image(lab.pruner_replay, "curves.png", "The replayed per-epoch curves")
 
 
+def _study_machines(summary: dict) -> str:
+    """Where a committed study's trials ran: per machine with its trial count (exports before that was recorded name
+    only the machine that exported them)."""
+    if "machines" not in summary:
+        return summary.get("machine", "an unnamed machine")
+    if len(summary["machines"]) == 1:
+        return next(iter(summary["machines"]))
+    return " and ".join(f"{machine} ({count} trials)" for machine, count in summary["machines"].items())
+
+
 def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
     """The balancing study committed under results/cnn-balance/ (each study's summary and plots, the comparison's
     table), marked as committed with its date and machine; or what fills it and how long that takes."""
@@ -310,7 +320,7 @@ def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
         states = ", ".join(f"{count} {state.lower()}" for state, count in summary["trials_by_state"].items() if count)
         report.heading(f"Committed study {summary['study_name']}", level=3)
         report.note(f"{states}; {summary['trial_seconds_total'] / 3600:.1f} h of trials from {summary['first_start']} "
-                    f"to {summary['last_complete']} on {summary.get('machine', 'an unnamed machine')} "
+                    f"to {summary['last_complete']} on {_study_machines(summary)} "
                     f"({summary.get('precision_resolved', 'fp32')}). Committed in "
                     f"{_shown(summary_path.parent)}/, not from this report's store.")
         for name in ("optimization_history", "param_importances", "pareto_front"):

@@ -6,6 +6,7 @@ the MLflow UI compares trials directly. The study lives in Optuna's RDB storage:
 share one study between workers on many machines. Rerunning with the same study name resumes it.
 """
 
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -28,7 +29,7 @@ matplotlib.use("Agg")  # Optuna's matplotlib plots use pyplot; no screen here
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import RunTag  # noqa: E402
+from mlflow.entities import Run, RunTag  # noqa: E402
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
@@ -428,12 +429,12 @@ def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient,
     values = [best.value]
     confirm_runs = []
     for seed in range(config.seed + 1, config.seed + config.confirm_seeds):
-        run_id, final_metrics = train_or_reuse(
+        run = train_or_reuse(
             client, experiment_id, config.trial_config(best.params, seed, f"{config.name}-best-s{seed}"),
             {"mlflow.parentRunId": parent_run_id, "optuna.study_name": config.name, "ganlab.role": "confirm",
              "ganlab.confirms_trial": str(best.number)}, show_progress)
-        values.append(final_metrics["fid"] if config.objective == "fid" else imbalance(final_metrics))
-        confirm_runs.append(run_id)
+        values.append(run.data.metrics["fid"] if config.objective == "fid" else imbalance(run.data.metrics))
+        confirm_runs.append(run.info.run_id)
     mean = sum(values) / len(values)
     std = math.sqrt(sum((value - mean) ** 2 for value in values) / max(len(values) - 1, 1))
     return {"trial": best.number, "objective": config.objective, "seeds": list(range(config.seed, config.seed +
@@ -441,9 +442,9 @@ def _confirm_best(study: optuna.Study, config: TuneConfig, client: MlflowClient,
 
 
 def train_or_reuse(client: MlflowClient, experiment_id: str, train_config: TrainConfig, tags: dict[str, str],
-                    show_progress: bool) -> tuple[str, dict[str, float]]:
+                    show_progress: bool) -> Run:
     """Train `train_config` as a run with `tags`, unless such a run exists: a finished one is reused, an interrupted
-    one (KILLED or FAILED, with a checkpoint) is resumed. Returns the run id and its final metrics.
+    one (KILLED or FAILED, with a checkpoint) is resumed. Returns the finished run, as the store has it.
 
     So rerunning a study's command never trains the same confirmation or retrain twice, and a long retrain that was
     stopped continues where it was."""
@@ -457,8 +458,8 @@ def train_or_reuse(client: MlflowClient, experiment_id: str, train_config: Train
         run_id = train(train_config, resume_run_id=interrupted[0].info.run_id, show_progress=show_progress).run_id
     else:
         run_id = train(train_config, show_progress=show_progress, extra_tags=tags).run_id
-    with tracking.store_errors("reading the run's final metrics"):
-        return run_id, client.get_run(run_id).data.metrics
+    with tracking.store_errors("reading the finished run"):
+        return client.get_run(run_id)
 
 
 def _earlier_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str], train_config: TrainConfig) -> list:
@@ -531,7 +532,7 @@ def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], conf
     finished = [trial for trial in trials if trial.datetime_complete is not None]
     (folder / "study.json").write_text(json.dumps({
         "study_name": config.name, "metric_names": config.metric_names,
-        "machine": devices.machine_description(device),
+        "machines": _trial_machines(trials),
         "precision_resolved": devices.resolve_precision(config.precision, device),
         "settings": {name: value for name, value in dataclasses.asdict(config).items()
                      if name not in ("worker", "tracking_uri", "storage", "results_dir", "data_dir")},
@@ -543,6 +544,13 @@ def export_study(study: optuna.Study, config: TuneConfig, best: list[dict], conf
     for name, figure in _study_figures(study, config):
         figure.savefig(folder / f"{name}.png", dpi=100)
         plt.close(figure)
+
+
+def _trial_machines(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials per machine they ran on: a study goes on wherever its committed storage is carried, so the machine that
+    exports it says nothing about where its trials ran."""
+    machines = collections.Counter(trial.user_attrs.get("ganlab.machine", "not recorded") for trial in trials)
+    return dict(machines.most_common())
 
 
 def _trial_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
@@ -603,6 +611,5 @@ def _retrain_best(best: dict, config: TuneConfig, client: MlflowClient, experime
     retrain_config = dataclasses.replace(
         config.trial_config(best["params"], config.seed, f"{config.arch}-tuned-s{config.seed}"),
         epochs=config.epochs, eval_every=TrainConfig.eval_every, max_steps=config.max_steps)
-    run_id, _ = train_or_reuse(client, experiment_id, retrain_config, {
-        "ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])}, show_progress)
-    return run_id
+    return train_or_reuse(client, experiment_id, retrain_config, {
+        "ganlab.tuned_from": config.name, "ganlab.tuned_trial": str(best["number"])}, show_progress).info.run_id

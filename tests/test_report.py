@@ -260,7 +260,7 @@ def test_the_reports_empty_chapters_show_committed_results_or_say_what_fills_the
     (study_dir / "study.json").write_text(json.dumps({
         "study_name": "cnn-balance-lr", "trials_by_state": {"COMPLETE": 23, "PRUNED": 1, "FAIL": 0},
         "trial_seconds_total": 61200, "first_start": "2026-12-01 00:00", "last_complete": "2026-12-01 17:00",
-        "machine": "AMD EPYC, 2 cores", "precision_resolved": "fp32"}))
+        "machines": {"AMD EPYC, 2 cores": 14, "Intel Xeon, 2 cores": 10}, "precision_resolved": "fp32"}))
     (comparison_dir / "table.md").write_text("| arm | fid |\n| --- | --- |\n| reports | 9.1 ± 0.3 |\n")
     (comparison_dir / "answer.md").write_text("- **best-cnn-bf16-lr**: FID 5.1 ± 0.4 vs reports 9.1 ± 0.3 (0.56×)\n")
     (comparison_dir / "summary.json").write_text(json.dumps({"date": "2026-12-02", "machine": "AMD EPYC, 2 cores"}))
@@ -271,6 +271,6 @@ def test_the_reports_empty_chapters_show_committed_results_or_say_what_fills_the
     _speed_section(shown, lab, tmp_path / "speed")
     page = "".join(shown.parts)
     assert "Committed study cnn-balance-lr" in page and "23 complete, 1 pruned" in page and "17.0 h" in page
-    assert "AMD EPYC, 2 cores" in page and "2026-12-02" in page and "<td>9.1 ± 0.3</td>" in page
+    assert "AMD EPYC, 2 cores (14 trials) and Intel Xeon, 2 cores (10 trials)" in page and "2026-12-02" in page and "<td>9.1 ± 0.3</td>" in page
     assert "<strong>best-cnn-bf16-lr</strong>: FID 5.1 ± 0.4 vs reports 9.1 ± 0.3 (0.56×)" in page
     assert "<td>cnn</td><td>fp32</td>" in page and "not from this report" in page

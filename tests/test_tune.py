@@ -134,6 +134,7 @@ def test_step_budget_study_starts_from_the_reports_settings_and_exports_its_resu
     summary = json.loads((results / "study.json").read_text())
     assert summary["settings"]["steps_per_trial"] == 15 and summary["trials_by_state"]["COMPLETE"] == 2
     assert summary["trial_seconds_total"] > 0 and summary["metric_names"] == ["FID"]
+    assert summary["machines"] == {devices.machine_description(torch.device("cpu")): 2}
     assert {"trials.csv", "best.json", "optimization_history.png"} <= {path.name for path in results.iterdir()}
     assert {"trials.json", "study.json"} <= artifact_paths(client, result.parent_run_id)
 
