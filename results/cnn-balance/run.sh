@@ -17,7 +17,10 @@ python experiments/tune.py "${STUDY[@]}" --remedies --study-name cnn-bf16-remedi
 # 3. FID and imbalance together: the Pareto front.
 python experiments/tune.py "${STUDY[@]}" --objective both --study-name cnn-bf16-both \
     --results-dir results/cnn-balance/cnn-bf16-both
-# 4. The answer: the reports' settings against the best of each single-objective study, 3 seeds each, 10k samples.
+# 4. The answer: the reports' settings against the best of each single-objective study and one trial of study 3's
+#    front (the lowest FID among front trials whose imbalance is at most half that of trial 0, the reports'
+#    settings: trial 18 of the 24), 3 seeds each, 10k samples.
 python experiments/compare_settings.py --arm reports --arm best:cnn-bf16-lr --arm best:cnn-bf16-remedies \
+    --arm trial:cnn-bf16-both:18 \
     --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --precision bf16 \
     --out results/cnn-balance/comparison --no-progress
