@@ -1,4 +1,4 @@
-"""Does tuning balance the CNN GAN? The reports' settings against the best of each study, several seeds per arm.
+"""Does tuning balance the CNN GAN? The reports' settings against tuned settings, several seeds per arm.
 
 Each arm is a set of training settings (the reports', or a study's best trial, in a number format); each is trained
 with every seed as an ordinary tracked run, reused when it already finished and resumed when it was interrupted, so

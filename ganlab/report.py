@@ -330,7 +330,7 @@ def _committed_balance(report: HtmlReport, balance_dir: Path) -> None:
                                                 f"(committed file {_shown(figure)})")
     if comparison_table.is_file():
         comparison = json.loads((comparison_table.parent / "summary.json").read_text())
-        report.heading("Committed comparison: the reports' settings against the best of each study", level=3)
+        report.heading("Committed comparison: the reports' settings against the tuned settings", level=3)
         answer = comparison_table.parent / "answer.md"
         if answer.is_file():
             report.markdown(answer.read_text())
