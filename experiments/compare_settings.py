@@ -2,8 +2,8 @@
 
     python experiments/compare_settings.py --arm reports --arm best:cnn-bf16-lr \
         --storage sqlite:///results/cnn-balance/optuna.db --seeds 3 --epochs 3 --out results/cnn-balance/comparison
-    python experiments/compare_settings.py --arm reports --arm trial:cnn-bf16-both:3 \
-        --storage sqlite:///results/cnn-balance/optuna.db --epochs 3 --out results/cnn-balance/comparison
+    python experiments/compare_settings.py --arm reports --arm trial:cnn-bf16-both:18 \
+        --storage sqlite:///results/cnn-balance/optuna.db --epochs 3 --name pareto
     python experiments/compare_settings.py --arch mlp-small --arm reports --arm best:mlp-small-fid --epochs 2
     python experiments/compare_settings.py --arm reports@fp32 --arm reports@bf16 --epochs 2 --name precision
 
