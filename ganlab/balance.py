@@ -2,11 +2,11 @@
 
 Each arm is a set of training settings (the reports', a study's best trial or one trial of its Pareto front, in a
 number format); each is trained with every seed as an ordinary tracked run, reused when it already finished and
-resumed when it was interrupted, so the comparison runs in resumable pieces. The answer is numbers with their uncertainty: per arm the mean, the
-standard deviation and a 95% t-interval of every final metric, and per other arm the difference from the first arm
-(the baseline) with its 95% Welch interval, which says whether the difference is larger than the seed-to-seed noise.
-D "no longer collapsing" is measured as the slope of the epoch D loss over the last epochs (per epoch; negative =
-still falling towards 0).
+resumed when it was interrupted, so the comparison runs in resumable pieces. The answer is numbers with their
+uncertainty: per arm the mean, the standard deviation and a 95% t-interval of every final metric, and per other arm
+the difference from the first arm (the baseline) with its 95% Welch interval, which says whether the difference is
+larger than the seed-to-seed noise. D "no longer collapsing" is measured as the slope of the epoch D loss over the
+last epochs (per epoch; negative = still falling towards 0).
 
 The training runs live in a local MLflow store, which a fresh machine does not have; the committed summary.json does.
 So an arm that summary.json already holds with the same settings and seeds is taken from it, not trained again, and
