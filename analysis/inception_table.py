@@ -63,15 +63,17 @@ def main() -> int:
     measurer = inception_table.TableMeasurer(data.resolve_data_dir(arguments.data_dir), device, arguments.samples,
                                              arguments.reference_images, arguments.seed, not arguments.no_progress,
                                              inception_table.read_rows(arguments.out))
-    command = shlex.join(["python", "analysis/inception_table.py", *sys.argv[1:]])
-    rows = [measurer.floor()]
-    inception_table.write_table(arguments.out, rows, command)
+    measured = inception_table.measurement(shlex.join(["python", "analysis/inception_table.py", *sys.argv[1:]]))
+    kept = inception_table.kept_rows(list(measurer.previous.values()), {label for label, _ in runs},
+                                     arguments.samples, arguments.reference_images, arguments.seed)
+    rows = [inception_table.stamped(measurer.floor(), measured), *kept]
+    inception_table.write_table(arguments.out, rows, measured)
     for label, run_id in tqdm(runs, desc="runs", unit="run", disable=arguments.no_progress):
-        rows.append(measurer.run(client, label, run_id))
-        inception_table.write_table(arguments.out, rows, command)  # after every row: an interruption loses one
+        rows.append(inception_table.stamped(measurer.run(client, label, run_id), measured))
+        inception_table.write_table(arguments.out, rows, measured)  # after every row: an interruption loses one
 
     print((arguments.out / "table.md").read_text(), end="")
-    print(f"{len(rows)} rows measured; table in {arguments.out}/table.md (.json, .csv)")
+    print(f"{len(rows)} rows ({len(kept)} kept from the earlier table); table in {arguments.out}/table.md (.json, .csv)")
     return 0
 
 

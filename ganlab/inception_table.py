@@ -64,6 +64,7 @@ class TableRow:
     inception_protocol: dict[str, str]
     fmnist_protocol: dict[str, str]
     seconds: float
+    measured: dict[str, str]  # date, machine, torch and command of the invocation that measured this row
 
 
 class TableMeasurer:
@@ -118,7 +119,27 @@ class TableMeasurer:
 def _row(label, run_id, run_name, epochs, seed, standard, own, seconds: float) -> TableRow:
     return TableRow(label, run_id, run_name, epochs, seed, standard.metrics["fid_inception"],
                     standard.metrics["kid_inception"], standard.metrics["kid_inception_std"], own.metrics["fid"],
-                    standard.protocol, own.protocol, seconds)
+                    standard.protocol, own.protocol, seconds, {})  # `measured` is stamped by `measurement`
+
+
+def measurement(command: str) -> dict[str, str]:
+    """When, where and how rows are measured now: each new row carries it, so a table grown over days says it."""
+    return {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "torch": torch.__version__, "command": command}
+
+
+def stamped(row: TableRow, measured: dict[str, str]) -> TableRow:
+    """A newly measured row with its measurement; a reused row keeps its own."""
+    return row if row.measured else dataclasses.replace(row, measured=measured)
+
+
+def kept_rows(previous_rows: list[TableRow], labels_now: set[str], samples: int, reference_images: int,
+              seed: int) -> list[TableRow]:
+    """The earlier table's GAN rows that this invocation does not measure again and that share its protocol, so a
+    table grows one row at a time (`run.sh cnn` keeps the mlp rows, whose runs may live in another machine's store)."""
+    expected_protocol = inception.protocol(samples, inception.reference_name(reference_images))
+    return [row for row in previous_rows if row.run_id is not None and row.label not in labels_now
+            and row.seed == seed and row.inception_protocol == expected_protocol]
 
 
 def parse_run_arguments(pairs: list[str]) -> list[tuple[str, str]]:
@@ -138,23 +159,23 @@ def read_rows(out_dir: Path) -> list[TableRow]:
     if not table_path.is_file():
         return []
     try:
-        return [TableRow(**row) for row in json.loads(table_path.read_text())["rows"]]
+        table = json.loads(table_path.read_text())
+        # Tables written before rows carried their own measurement: each row gets the table's.
+        return [TableRow(**{"measured": table["measured"], **row}) for row in table["rows"]]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise GanlabError(f"{table_path} is not a table this script wrote ({error}); move it away") from error
 
 
-def write_table(out_dir: Path, rows: list[TableRow], command: str) -> None:
-    """table.json, table.csv and table.md, each replaced atomically."""
+def write_table(out_dir: Path, rows: list[TableRow], measured: dict[str, str]) -> None:
+    """table.json, table.csv and table.md, each replaced atomically; `measured` is this invocation's."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    measured = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                "torch": torch.__version__, "command": command}
     _replace(out_dir / "table.json", json.dumps({"measured": measured, "lucic_2018": dict(LUCIC_2018),
                                                  "rows": [dataclasses.asdict(row) for row in rows]}, indent=2) + "\n")
     _replace(out_dir / "table.csv", _csv(rows))
-    _replace(out_dir / "table.md", table_markdown(rows, measured))
+    _replace(out_dir / "table.md", table_markdown(rows))
 
 
-def table_markdown(rows: list[TableRow], measured: dict[str, str]) -> str:
+def table_markdown(rows: list[TableRow]) -> str:
     """The table with the paper's rows first, then both protocols, the verdict and the commands."""
     lines = ["# Standard (Inception) FID: ganlab beside Lucic et al. 2018, Fashion-MNIST", "",
              "| model | epochs | FID Inception ↓ | KID Inception ↓ | FID fmnist-cnn-v1 ↓ | what |",
@@ -174,11 +195,24 @@ def table_markdown(rows: list[TableRow], measured: dict[str, str]) -> str:
         verdict = "below" if best.fid_inception < paper_best else "not below"
         lines += [f"Best ganlab GAN: **{best.label}**, FID {best.fid_inception:.2f}: {verdict} the best of Lucic et "
                   f"al.'s search ({paper_name}, {paper_best}).", ""]
-    lines += ["## Commands", "", "- `make inception` (once: the network, verified and converted)",
-              f"- `{measured['command']}`",
-              f"- measured {measured['date']} on {measured['machine']}, torch {measured['torch']}; seconds per row: "
-              + ", ".join(f"{row.label} {row.seconds:.0f}" for row in rows), ""]
-    return "\n".join(lines)
+    lines += ["## Commands", "", "- `make inception` (once: the network, verified and converted)"]
+    for measured, measured_rows in _by_measurement(rows):
+        lines += [f"- `{measured['command']}`: measured {measured['date']} on {measured['machine']}, torch "
+                  f"{measured['torch']}; seconds per row: "
+                  + ", ".join(f"{row.label} {row.seconds:.0f}" for row in measured_rows)]
+    return "\n".join([*lines, ""])
+
+
+def _by_measurement(rows: list[TableRow]) -> list[tuple[dict[str, str], list[TableRow]]]:
+    """The rows grouped by the invocation that measured them, in order of first appearance."""
+    groups: list[tuple[dict[str, str], list[TableRow]]] = []
+    for row in rows:
+        group = next((group for group in groups if group[0] == row.measured), None)
+        if group is None:
+            groups.append((row.measured, [row]))
+        else:
+            group[1].append(row)
+    return groups
 
 
 def _protocol_lines(rows: list[TableRow]) -> list[str]:

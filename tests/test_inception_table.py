@@ -37,6 +37,7 @@ def test_the_table_holds_the_papers_rows_the_floor_and_the_run_and_reuses_finish
     assert small["fmnist_protocol"]["eval.feature_space"] == "fmnist-cnn-v1"
     assert floor["fid_inception"] < small["fid_inception"]  # 20 steps of training make blobs, not clothes
     assert table["lucic_2018"]["WGAN"] == 21.5 and "analysis/inception_table.py" in table["measured"]["command"]
+    assert floor["measured"] == small["measured"] == table["measured"]
 
     markdown = (out_dir / "table.md").read_text()
     assert "| Lucic et al. 2018: WGAN | – | 21.5 |" in markdown and f"({run_id[:8]})" in markdown
@@ -52,6 +53,17 @@ def test_the_table_holds_the_papers_rows_the_floor_and_the_run_and_reuses_finish
     again = run_table(repo_root, data_dir, *arguments)
     assert again.returncode == 0, again.stderr
     assert json.loads((out_dir / "table.json").read_text())["rows"] == table["rows"]  # reused, seconds included
+
+    # Another row later, by another command: the table grows and keeps the rows it already held, each with its command.
+    grown = run_table(repo_root, data_dir, *arguments[:2], "--run", f"later={run_id}", *arguments[4:])
+    assert grown.returncode == 0, grown.stderr
+    assert "1 kept from the earlier table" in grown.stdout
+    grown_rows = json.loads((out_dir / "table.json").read_text())["rows"]
+    assert grown_rows[:2] == table["rows"] and grown_rows[2]["label"] == "later"
+    assert "--run later=" in grown_rows[2]["measured"]["command"] and "--run small=" in small["measured"]["command"]
+    grown_markdown = (out_dir / "table.md").read_text()
+    assert "| ganlab: small |" in grown_markdown and "| ganlab: later |" in grown_markdown
+    assert grown_markdown.count("seconds per row") == 2
 
 
 @pytest.mark.parametrize("arguments, fragment", [
