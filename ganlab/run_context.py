@@ -18,6 +18,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.data.schema import TensorDatasetSchema
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -68,10 +69,20 @@ def record(client: MlflowClient, run_id: str, data_dir: Path, dataset_md5: dict[
            train_images: int | None, system_metrics: bool) -> None:
     """Log the run's datasets (again on a resume: MLflow keeps one copy) and start the system-metrics monitor."""
     with tracking.store_errors(f"logging the datasets of run {run_id}"):
-        client.log_inputs(run_id, datasets=dataset_inputs(data_dir, dataset_md5, train_images))
+        _log_inputs(client, run_id, dataset_inputs(data_dir, dataset_md5, train_images))
         if system_metrics and not start_system_metrics(client.tracking_uri, run_id):
             client.set_tag(run_id, "ganlab.system_metrics", "not logged: psutil is not installed "
                                                             "(pip install 'ganlab[system-metrics]')")
+
+
+def _log_inputs(client: MlflowClient, run_id: str, datasets: list[DatasetInput]) -> None:
+    """log_inputs, tried twice: MLflow looks a dataset up, then inserts it, so two workers logging the same new dataset
+    into one experiment at once collide on the store's unique key (seen with `tune.py --worker`); the second try finds
+    the row the other wrote. Logging the same inputs again is harmless: MLflow keeps one copy."""
+    try:
+        client.log_inputs(run_id, datasets=datasets)
+    except MlflowException:
+        client.log_inputs(run_id, datasets=datasets)
 
 
 def start_system_metrics(tracking_uri: str, run_id: str) -> bool:

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -226,6 +227,42 @@ def test_runs_of_trials_whose_worker_died_are_closed(tmp_path):
     dead_run, live_run = (client.get_run(run.info.run_id) for run in runs)
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.trial_state"] == "FAIL"
     assert live_run.info.status == "RUNNING" and "optuna.trial_state" not in live_run.data.tags
+
+
+# Two processes that log the same new dataset into one experiment at the same instant: MLflow looks the dataset up,
+# then inserts it, so one of them hit the store's unique key (4 of 4 tries without the retry in run_context.record).
+RECORD_AT = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from ganlab import data, run_context
+store_uri, experiment_id, data_dir, start_at = sys.argv[1:]
+client = MlflowClient(store_uri)
+run_id = client.create_run(experiment_id).info.run_id
+while time.time() < float(start_at):
+    pass
+run_context.record(client, run_id, Path(data_dir), data.RAW_MD5, 640, system_metrics=False)
+print(run_id)
+"""
+
+
+def test_two_workers_logging_the_same_new_dataset_at_once_both_record_it(repo_root, data_dir, tmp_path):
+    store_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = MlflowClient(store_uri).create_experiment("race")
+    start_at = str(time.time() + 20)  # both have imported mlflow and made their run by then
+    workers = [subprocess.Popen([sys.executable, "-c", RECORD_AT, store_uri, experiment_id, str(data_dir), start_at],
+                                cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    run_ids = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr
+        run_ids.append(stdout.strip())
+    client = MlflowClient(store_uri)
+    for run_id in run_ids:
+        contexts = sorted(tag.value for dataset_input in client.get_run(run_id).inputs.dataset_inputs
+                          for tag in dataset_input.tags)
+        assert contexts == ["evaluation", "training"]
 
 
 def test_two_workers_share_one_postgres_study_and_record_every_trial_once(repo_root, data_dir, tmp_path,
