@@ -3,7 +3,8 @@ train-vs-test floor and ganlab's runs on one protocol, with the own yardstick's 
 
 Written to results/inception-fid/ as table.json (every number with its protocol), table.csv and table.md (the table,
 both protocols, where they differ, and the commands). A row is written as soon as it is measured and reused when the
-script runs again with the same run and protocol, so a run of hours resumes after an interruption.
+script runs again with the same run and protocol, so a run of hours resumes after an interruption; rows it is not
+asked for again are kept, so the table grows a row at a time across machines and days.
 """
 
 import csv
@@ -119,7 +120,7 @@ class TableMeasurer:
 def _row(label, run_id, run_name, epochs, seed, standard, own, seconds: float) -> TableRow:
     return TableRow(label, run_id, run_name, epochs, seed, standard.metrics["fid_inception"],
                     standard.metrics["kid_inception"], standard.metrics["kid_inception_std"], own.metrics["fid"],
-                    standard.protocol, own.protocol, seconds, {})  # `measured` is stamped by `measurement`
+                    standard.protocol, own.protocol, seconds, {})  # `measured`: set by `stamped`
 
 
 def measurement(command: str) -> dict[str, str]:
