@@ -60,16 +60,15 @@ def main() -> int:
         for _, run_id in runs:
             tracking.get_run(client, run_id)
     device = resolve_device(arguments.device)
+    measured = inception_table.measurement(shlex.join(["python", "analysis/inception_table.py", *sys.argv[1:]]))
     measurer = inception_table.TableMeasurer(data.resolve_data_dir(arguments.data_dir), device, arguments.samples,
                                              arguments.reference_images, arguments.seed, not arguments.no_progress,
-                                             inception_table.read_rows(arguments.out))
-    measured = inception_table.measurement(shlex.join(["python", "analysis/inception_table.py", *sys.argv[1:]]))
-    kept = inception_table.kept_rows(list(measurer.previous.values()), {label for label, _ in runs},
-                                     arguments.samples, arguments.reference_images, arguments.seed)
-    rows = [inception_table.stamped(measurer.floor(), measured), *kept]
+                                             inception_table.read_rows(arguments.out), measured)
+    kept = measurer.kept_rows({label for label, _ in runs})
+    rows = [measurer.floor(), *kept]
     inception_table.write_table(arguments.out, rows, measured)
     for label, run_id in tqdm(runs, desc="runs", unit="run", disable=arguments.no_progress):
-        rows.append(inception_table.stamped(measurer.run(client, label, run_id), measured))
+        rows.append(measurer.run(client, label, run_id))
         inception_table.write_table(arguments.out, rows, measured)  # after every row: an interruption loses one
 
     print((arguments.out / "table.md").read_text(), end="")

@@ -72,9 +72,9 @@ class TableMeasurer:
     """The two evaluators, built once, and the rows already measured (reused when their protocol matches)."""
 
     def __init__(self, data_dir: Path, device: torch.device | str, samples: int, reference_images: int, seed: int,
-                 progress: bool, previous_rows: list[TableRow]):
+                 progress: bool, previous_rows: list[TableRow], measured: dict[str, str]):
         self.data_dir, self.device, self.samples, self.seed, self.progress = data_dir, device, samples, seed, progress
-        self.reference_images = reference_images
+        self.reference_images, self.measured = reference_images, measured  # `measured`: stamped on each new row
         self.expected_protocol = inception.protocol(samples, inception.reference_name(reference_images))
         self.previous = {(row.label, row.run_id): row for row in previous_rows}
 
@@ -87,9 +87,19 @@ class TableMeasurer:
     def own_evaluator(self) -> metrics.Evaluator:
         return metrics.Evaluator(self.data_dir, self.device)
 
+    def _same_protocol(self, row: TableRow) -> bool:
+        return row.seed == self.seed and row.inception_protocol == self.expected_protocol
+
     def _reusable(self, label: str, run_id: str | None) -> TableRow | None:
         row = self.previous.get((label, run_id))
-        return row if row and row.seed == self.seed and row.inception_protocol == self.expected_protocol else None
+        return row if row and self._same_protocol(row) else None
+
+    def kept_rows(self, labels_now: set[str]) -> list[TableRow]:
+        """The earlier table's GAN rows that this invocation does not measure again and that share its protocol, so a
+        table grows one row at a time (`run.sh cnn` keeps the mlp rows, whose runs may live in another machine's
+        store)."""
+        return [row for row in self.previous.values()
+                if row.run_id is not None and row.label not in labels_now and self._same_protocol(row)]
 
     def floor(self) -> TableRow:
         """Real training images (seeded subset) in both feature spaces: the best a generator can reach."""
@@ -98,7 +108,7 @@ class TableMeasurer:
         start = time.perf_counter()
         standard = self.standard_evaluator.evaluate_real_training_images(self.samples, self.seed)
         own = self.own_evaluator.evaluate_real_training_images(self.samples, self.seed)
-        return _row(FLOOR_LABEL, None, None, None, self.seed, standard, own, time.perf_counter() - start)
+        return self._row(FLOOR_LABEL, None, None, None, standard, own, time.perf_counter() - start)
 
     def run(self, client: MlflowClient, label: str, run_id: str) -> TableRow:
         """One training run's samples in both spaces; the Inception numbers are also logged to the run."""
@@ -113,34 +123,19 @@ class TableMeasurer:
         tracking.log_evaluation(client, run_id, standard, tracking.last_logged_step(client, run_id, "epoch_loss_g"),
                                 artifact_file="eval/inception.json")
         epochs = run.data.params.get("epochs")
-        return _row(label, run_id, run.info.run_name, int(epochs) if epochs else None, self.seed, standard, own,
-                    time.perf_counter() - start)
+        return self._row(label, run_id, run.info.run_name, int(epochs) if epochs else None, standard, own,
+                         time.perf_counter() - start)
 
-
-def _row(label, run_id, run_name, epochs, seed, standard, own, seconds: float) -> TableRow:
-    return TableRow(label, run_id, run_name, epochs, seed, standard.metrics["fid_inception"],
-                    standard.metrics["kid_inception"], standard.metrics["kid_inception_std"], own.metrics["fid"],
-                    standard.protocol, own.protocol, seconds, {})  # `measured`: set by `stamped`
+    def _row(self, label, run_id, run_name, epochs, standard, own, seconds: float) -> TableRow:
+        return TableRow(label, run_id, run_name, epochs, self.seed, standard.metrics["fid_inception"],
+                        standard.metrics["kid_inception"], standard.metrics["kid_inception_std"], own.metrics["fid"],
+                        standard.protocol, own.protocol, seconds, self.measured)
 
 
 def measurement(command: str) -> dict[str, str]:
     """When, where and how rows are measured now: each new row carries it, so a table grown over days says it."""
     return {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__, "command": command}
-
-
-def stamped(row: TableRow, measured: dict[str, str]) -> TableRow:
-    """A newly measured row with its measurement; a reused row keeps its own."""
-    return row if row.measured else dataclasses.replace(row, measured=measured)
-
-
-def kept_rows(previous_rows: list[TableRow], labels_now: set[str], samples: int, reference_images: int,
-              seed: int) -> list[TableRow]:
-    """The earlier table's GAN rows that this invocation does not measure again and that share its protocol, so a
-    table grows one row at a time (`run.sh cnn` keeps the mlp rows, whose runs may live in another machine's store)."""
-    expected_protocol = inception.protocol(samples, inception.reference_name(reference_images))
-    return [row for row in previous_rows if row.run_id is not None and row.label not in labels_now
-            and row.seed == seed and row.inception_protocol == expected_protocol]
 
 
 def parse_run_arguments(pairs: list[str]) -> list[tuple[str, str]]:
