@@ -239,6 +239,7 @@ from ganlab import data, run_context
 store_uri, experiment_id, data_dir, start_at = sys.argv[1:]
 client = MlflowClient(store_uri)
 run_id = client.create_run(experiment_id).info.run_id
+time.sleep(max(0.0, float(start_at) - 0.05 - time.time()))  # asleep until just before the instant, then spin to it
 while time.time() < float(start_at):
     pass
 run_context.record(client, run_id, Path(data_dir), data.RAW_MD5, 640, system_metrics=False)
